@@ -223,7 +223,10 @@ class TimerWheel:
             level = 0
             slot = tick & _MASK
         else:
-            level = min(((due ^ tick).bit_length() - 1) // _BITS, _TOP)
+            # The highest bit where due and tick differ picks the level; when their signs differ
+            # they differ in every high bit, which only the top level can hold.
+            diff = due ^ tick
+            level = _TOP if diff < 0 else min((diff.bit_length() - 1) // _BITS, _TOP)
             slot = (due >> (_BITS * level)) & _MASK
         timer.level = level
         timer.slot = slot
@@ -276,7 +279,7 @@ class TimerWheel:
             current = (tick >> shift) & _MASK
             occupied = self._occupied[level]
             bits = occupied >> (current + 1)
-            block = (tick >> (shift + _BITS)) << (shift + _BITS)
+            block = tick & -(1 << (shift + _BITS))
             if bits:
                 return block | ((current + 1 + _lowest_bit(bits)) << shift)
             if level == _TOP and occupied:
