@@ -2,7 +2,7 @@
 
 from typing import Final
 
-__all__: Final[list[str]]
+__all__ = ["MAX_DELAY_MS", "TimerWheel"]
 
 MAX_DELAY_MS: Final[int]
 

@@ -1,8 +1,6 @@
 """Stub for the compiled TopicTrie; it mirrors fastport._speedups.trie_py."""
 
-from typing import Final
-
-__all__: Final[list[str]]
+__all__ = ["TopicTrie"]
 
 class TopicTrie:
     def __init__(self) -> None: ...

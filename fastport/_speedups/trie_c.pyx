@@ -77,7 +77,7 @@ cdef class TopicTrie:
                 if child is None:
                     child = node.hash = _Node()
             else:
-                child = <_Node?>node.children.get(level)
+                child = node.children.get(level)
                 if child is None:
                     child = _Node()
                     node.children[level] = child
@@ -104,7 +104,7 @@ cdef class TopicTrie:
                 wildcard = True
                 child = node.hash
             else:
-                child = <_Node?>node.children.get(level)
+                child = node.children.get(level)
             if child is None:
                 return False
             path.append((node, level))
