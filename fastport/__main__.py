@@ -1,0 +1,7 @@
+"""``python -m fastport``."""
+
+import sys
+
+from fastport.cli import main
+
+sys.exit(main())

@@ -1,0 +1,74 @@
+"""Per-connection state: lifecycle, session binding and subscriptions.
+
+A connection moves ``AWAIT_INIT -> AUTHENTICATING -> OPEN -> CLOSED``; a failed
+``init`` goes back to ``AWAIT_INIT`` (the original clients retry on the same socket).
+It never changes session once ``OPEN``. Frames that arrive while the password is
+being checked are queued (bounded) and handled, in order, once ``init`` is answered,
+so a client that pipelines ``subscribe`` right after ``init`` works.
+
+The broker talks to the transport only through ``Sink``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from enum import IntEnum
+from typing import TYPE_CHECKING, Final, Protocol
+
+if TYPE_CHECKING:
+    from fastport.broker.sessions import Session
+
+#: Frames queued while ``init`` is being checked; more is a client bug.
+MAX_FRAMES_DURING_INIT: Final = 256
+#: File transfers (``init_file`` ... ``end_file``) open at once on one connection.
+MAX_OPEN_FILES: Final = 64
+
+_ids = itertools.count(1)
+
+
+class Sink(Protocol):
+    """What the broker needs from a transport."""
+
+    def send(self, payload: bytes) -> None:
+        """Queue one text frame (coalesced with others of the same loop iteration)."""
+
+    def send_binary(self, payload: bytes) -> None:
+        """Queue one binary frame."""
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame with ``code`` and disconnect."""
+
+    @property
+    def is_open(self) -> bool:
+        """False once the transport is closing or closed."""
+
+
+class ConnState(IntEnum):
+    """Lifecycle states of a ``Connection``."""
+
+    AWAIT_INIT = 0
+    AUTHENTICATING = 1
+    OPEN = 2
+    CLOSED = 3
+
+
+class Connection:
+    """One WebSocket client, as the broker sees it."""
+
+    __slots__ = ("id", "sink", "state", "session", "subscriptions", "user_id", "queued", "files", "remote")
+
+    def __init__(self, sink: Sink, remote: str = "") -> None:
+        self.id = next(_ids)
+        self.sink = sink
+        self.state = ConnState.AWAIT_INIT
+        self.session: Session | None = None
+        self.subscriptions: set[str] = set()
+        self.user_id: str | None = None
+        self.queued: deque[bytes] | None = None
+        self.files: dict[str, str] | None = None
+        self.remote = remote
+
+    def __repr__(self) -> str:
+        session = self.session.name if self.session is not None else None
+        return f"<Connection #{self.id} {self.state.name} session={session!r}>"

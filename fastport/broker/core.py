@@ -1,0 +1,330 @@
+"""The broker: routes each client frame of each connection to its session.
+
+Every handler is synchronous except ``init`` (the password check runs in an executor).
+Each session's state is reached only through the connection's own ``session``, so a
+frame can never touch another tenant. Every bad frame is answered with an error
+frame (``errors.py`` says which) and the connection stays open, except invalid UTF-8
+(close 1007), as RFC 6455 requires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from fastport.broker.connection import MAX_FRAMES_DURING_INIT, MAX_OPEN_FILES, Connection, ConnState, Sink
+from fastport.broker.delivery import Delivery
+from fastport.broker.scheduler import Scheduler
+from fastport.broker.sessions import Session, SessionRegistry
+from fastport.config import SessionSettings
+from fastport.errors import CloseCode, ErrorCode, FastportError, InvalidUtf8, LimitExceeded, ProtocolError
+from fastport.protocol import codec
+from fastport.protocol.frames import Ack, ClientFrame, FileControl, Init, Publish, Subscribe, Unsubscribe
+from fastport.protocol.topics import validate_filter, validate_topic
+
+logger = logging.getLogger("fastport.broker")
+
+#: Binary file chunk: 0x02 | fileId (36 ASCII bytes) | index (uint32 BE) | IV + ciphertext.
+FILE_CHUNK_MARKER = 0x02
+FILE_ID_LENGTH = 36
+FILE_CHUNK_HEADER = 1 + FILE_ID_LENGTH + 4
+
+_ALREADY_INITIALIZED = ProtocolError("Already initialized", code=ErrorCode.ALREADY_INITIALIZED)
+_SESSION_INVALID = ProtocolError("Session suspended or invalid", code=ErrorCode.SESSION_INVALID)
+_INTERNAL = FastportError("Internal server error", code=ErrorCode.INTERNAL)
+
+
+def _not_initialized() -> ProtocolError:
+    return ProtocolError("Not initialized", code=ErrorCode.NOT_INITIALIZED)
+
+
+class _SessionExpiry:
+    """Scheduler item ending a session at its wall-clock ``sessionExpiry``."""
+
+    __slots__ = ("broker", "session")
+
+    def __init__(self, broker: Broker, session: Session) -> None:
+        self.broker = broker
+        self.session = session
+
+    def on_timer(self, now_ms: int) -> None:
+        self.broker._expire_session(self.session, self)
+
+
+class Broker:
+    """All sessions and connections of one process.
+
+    Args:
+        loop: the running event loop (drives the scheduler and the password executor).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.scheduler = Scheduler(loop)
+        self.sessions = SessionRegistry()
+        self.delivery = Delivery(self.scheduler)
+        self.connection_count = 0
+        self.started_monotonic = time.monotonic()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._debug = logger.isEnabledFor(logging.DEBUG)
+        self._handlers: dict[type, Callable[[Connection, Any], None]] = {
+            Publish: self._on_publish,
+            Ack: self._on_ack,
+            Subscribe: self._on_subscribe,
+            Unsubscribe: self._on_unsubscribe,
+            Init: self._on_init,
+            FileControl: self._on_file_control,
+        }
+
+    # ----------------------------------------------------------------- connections
+
+    def connect(self, sink: Sink, remote: str = "") -> Connection:
+        """Register a new WebSocket connection."""
+        self.connection_count += 1
+        return Connection(sink, remote)
+
+    def disconnect(self, conn: Connection) -> None:
+        """Forget a closed connection: its subscriptions go; its unacked messages are dropped at their next retry."""
+        if conn.state is ConnState.CLOSED:
+            return
+        conn.state = ConnState.CLOSED
+        self.connection_count -= 1
+        conn.queued = None
+        session = conn.session
+        if session is None:
+            return
+        for topic_filter in conn.subscriptions:
+            session.index.discard(topic_filter, conn)
+        conn.subscriptions.clear()
+        session.connections.discard(conn)
+
+    def receive(self, conn: Connection, payload: bytes) -> None:
+        """Handle one complete text frame from ``conn``."""
+        state = conn.state
+        if state is ConnState.AUTHENTICATING:
+            self._queue_during_init(conn, payload)
+            return
+        if state is ConnState.CLOSED:
+            return
+        try:
+            frame = codec.decode(payload)
+        except InvalidUtf8 as exc:
+            self._close(conn, CloseCode.INVALID_DATA, exc.error)
+            return
+        except ProtocolError as exc:
+            self._reject(conn, exc)
+            return
+        try:
+            self._handlers[type(frame)](conn, frame)
+        except FastportError as exc:
+            self._reject(conn, exc)
+        except Exception:
+            logger.exception("internal error handling a frame of connection #%d", conn.id)
+            conn.sink.send(codec.encode_error(_INTERNAL))
+
+    def receive_binary(self, conn: Connection, payload: bytes) -> None:
+        """Handle one binary frame: a file chunk, forwarded unchanged to the file's topic."""
+        if conn.state is not ConnState.OPEN:
+            if conn.state is not ConnState.CLOSED:
+                self._reject(conn, _not_initialized())
+            return
+        if len(payload) < FILE_CHUNK_HEADER or payload[0] != FILE_CHUNK_MARKER:
+            self._reject(conn, ProtocolError("invalid file chunk", code=ErrorCode.BINARY_NOT_SUPPORTED))
+            return
+        file_id = payload[1 : 1 + FILE_ID_LENGTH].decode("latin-1")
+        topic = conn.files.get(file_id) if conn.files else None
+        if topic is None:
+            self._reject(conn, ProtocolError("file chunk without init_file", code=ErrorCode.NOT_SUBSCRIBED))
+            return
+        session = conn.session
+        assert session is not None
+        for subscriber in session.index.match(topic):
+            if subscriber is not conn and subscriber.sink.is_open:
+                subscriber.sink.send_binary(payload)
+
+    def _queue_during_init(self, conn: Connection, payload: bytes) -> None:
+        queued = conn.queued
+        if queued is None:
+            queued = conn.queued = deque()
+        if len(queued) >= MAX_FRAMES_DURING_INIT:
+            self._reject(conn, LimitExceeded("too many frames before init was answered"))
+            return
+        queued.append(payload)
+
+    def _reject(self, conn: Connection, exc: FastportError, response_type: str | None = None, **extra: Any) -> None:
+        if self._debug:
+            logger.debug("connection #%d: %s", conn.id, exc.error)
+        conn.sink.send(codec.encode_error(exc, response_type, **extra))
+
+    def _close(self, conn: Connection, code: int, reason: str) -> None:
+        logger.info("closing connection #%d: %d %s", conn.id, code, reason)
+        conn.sink.close(code, reason)
+
+    # -------------------------------------------------------------------- handlers
+
+    def _on_init(self, conn: Connection, frame: Init) -> None:
+        if conn.state is ConnState.OPEN:
+            self._reject(conn, _ALREADY_INITIALIZED, "init_response")
+            return
+        conn.state = ConnState.AUTHENTICATING
+        task = self.loop.create_task(self._authenticate(conn, frame))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _authenticate(self, conn: Connection, frame: Init) -> None:
+        try:
+            session = await self.sessions.authenticate(frame.session_name, frame.password)
+        except FastportError as exc:
+            if conn.state is ConnState.AUTHENTICATING:
+                conn.state = ConnState.AWAIT_INIT
+                logger.info("connection #%d: init refused: %s", conn.id, exc.error)
+                self._reject(conn, exc, "init_response")
+        except Exception:
+            logger.exception("init of connection #%d failed", conn.id)
+            if conn.state is ConnState.AUTHENTICATING:
+                conn.state = ConnState.AWAIT_INIT
+                self._reject(conn, _INTERNAL, "init_response")
+        else:
+            if conn.state is not ConnState.AUTHENTICATING:
+                return
+            conn.state = ConnState.OPEN
+            conn.session = session
+            conn.user_id = frame.user_id
+            session.connections.add(conn)
+            conn.sink.send(codec.encode({"type": "init_response", "success": True, "sessionName": session.name}))
+        queued = conn.queued
+        while queued and conn.state is not ConnState.AUTHENTICATING and conn.state is not ConnState.CLOSED:
+            self.receive(conn, queued.popleft())
+        if not queued:
+            conn.queued = None
+
+    def _session_of(self, conn: Connection) -> Session:
+        if conn.state is not ConnState.OPEN:
+            raise _not_initialized()
+        session = conn.session
+        assert session is not None
+        return session
+
+    def _on_subscribe(self, conn: Connection, frame: Subscribe) -> None:
+        session = self._session_of(conn)
+        try:
+            topic_filter = validate_filter(frame.topic)
+        except ProtocolError as exc:
+            self._reject(conn, exc, "subscribe_response", topic=frame.topic)
+            return
+        session.index.add(topic_filter, conn)
+        conn.subscriptions.add(topic_filter)
+        conn.sink.send(codec.encode({"type": "subscribe_response", "success": True, "topic": topic_filter}))
+
+    def _on_unsubscribe(self, conn: Connection, frame: Unsubscribe) -> None:
+        session = self._session_of(conn)
+        if frame.topic not in conn.subscriptions:
+            error = ProtocolError("Not subscribed", code=ErrorCode.NOT_SUBSCRIBED, field="topic")
+            self._reject(conn, error, "unsubscribe_response", topic=frame.topic)
+            return
+        session.index.discard(frame.topic, conn)
+        conn.subscriptions.discard(frame.topic)
+        conn.sink.send(codec.encode({"type": "unsubscribe_response", "success": True, "topic": frame.topic}))
+
+    def _on_publish(self, conn: Connection, frame: Publish) -> None:
+        session = self._session_of(conn)
+        if session.suspended or session.dropped:
+            self._reject(conn, _SESSION_INVALID, "publish_response", messageId=frame.message_id)
+            return
+        try:
+            validate_topic(frame.topic)
+        except ProtocolError as exc:
+            self._reject(conn, exc, "publish_response", messageId=frame.message_id)
+            return
+        conn.sink.send(self.delivery.publish(session, conn, frame))
+
+    def _on_ack(self, conn: Connection, frame: Ack) -> None:
+        session = self._session_of(conn)
+        try:
+            self.delivery.ack(session, conn, frame.message_id)
+        except ProtocolError as exc:
+            self._reject(conn, exc, None, messageId=frame.message_id)
+
+    def _on_file_control(self, conn: Connection, frame: FileControl) -> None:
+        session = self._session_of(conn)
+        validate_topic(frame.topic)
+        files = conn.files
+        if frame.kind == "init_file":
+            if files is None:
+                files = conn.files = {}
+            if frame.file_id not in files and len(files) >= MAX_OPEN_FILES:
+                raise LimitExceeded(f"too many open file transfers: {MAX_OPEN_FILES}")
+            files[frame.file_id] = frame.topic
+        elif files is None or files.pop(frame.file_id, None) is None:
+            raise ProtocolError("end_file without init_file", code=ErrorCode.NOT_SUBSCRIBED, field="fileId")
+        for subscriber in session.index.match(frame.topic):
+            if subscriber is not conn and subscriber.sink.is_open:
+                subscriber.sink.send(frame.raw)
+
+    # -------------------------------------------------------------------- sessions
+
+    async def create_session(self, name: str, password: str, settings: SessionSettings) -> tuple[Session, str]:
+        """Create a session; returns it and its secret key (see ``SessionRegistry.create``)."""
+        session, secret_key = await self.sessions.create(name, password, settings)
+        if settings.expires_at_ms is not None:
+            self._arm_expiry(session, _SessionExpiry(self, session))
+        logger.info("session %r created", name)
+        return session, secret_key
+
+    def _arm_expiry(self, session: Session, item: _SessionExpiry) -> None:
+        assert session.settings.expires_at_ms is not None
+        remaining_ms = session.settings.expires_at_ms - int(time.time() * 1000)
+        session.expiry_handle = self.scheduler.call_at(self.scheduler.now_ms() + max(remaining_ms, 0), item)
+
+    def _expire_session(self, session: Session, item: _SessionExpiry) -> None:
+        expires_at = session.settings.expires_at_ms
+        if session.dropped or expires_at is None:
+            return
+        if int(time.time() * 1000) < expires_at:
+            self._arm_expiry(session, item)  # beyond the wheel's horizon, or the wall clock moved
+            return
+        logger.info("session %r expired", session.name)
+        self._drop(session, CloseCode.SESSION_EXPIRED, "session expired")
+
+    async def drop_session(self, name: str, password: str, secret_key: str) -> None:
+        """Drop a session: close its sockets (close code 4001) and forget all of its state."""
+        session = await self.sessions.authorize_owner(name, password, secret_key)
+        self._drop(session, CloseCode.SESSION_DROPPED, "session dropped")
+        logger.info("session %r dropped", name)
+
+    async def suspend_session(self, name: str, password: str, secret_key: str, suspend: bool) -> None:
+        """Suspend (no new ``init``, no publish) or resume a session; connected sockets stay."""
+        session = await self.sessions.authorize_owner(name, password, secret_key)
+        session.suspended = suspend
+        logger.info("session %r %s", name, "suspended" if suspend else "resumed")
+
+    def _drop(self, session: Session, code: int, reason: str) -> None:
+        self.sessions.remove(session)
+        if session.expiry_handle is not None:
+            self.scheduler.cancel(session.expiry_handle)
+        self.delivery.forget_session(session)
+        for conn in list(session.connections):
+            self.disconnect(conn)
+            conn.sink.close(code, reason)
+        session.connections.clear()
+
+    # ----------------------------------------------------------------------- stats
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for ``GET /health``."""
+        return {
+            "uptimeSeconds": round(time.monotonic() - self.started_monotonic, 3),
+            "sessions": len(self.sessions),
+            "connections": self.connection_count,
+            "inflightMessages": sum(len(session.inflight) for session in self.sessions),
+        }
+
+    def close(self) -> None:
+        """Stop timers and pending ``init`` checks (server shutdown)."""
+        self.scheduler.close()
+        for task in list(self._tasks):
+            task.cancel()

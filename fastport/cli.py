@@ -1,0 +1,185 @@
+"""The ``fastport`` command: ``serve`` runs the broker, ``session`` manages sessions of a running one.
+
+Every ``serve`` flag can also be set as ``FASTPORT_<NAME>`` in the environment (a flag
+wins). Bad configuration prints one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fastport import __version__
+from fastport.config import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_PORT,
+    LOG_LEVELS,
+    ServerConfig,
+    default_data_dir,
+)
+from fastport.errors import ConfigError
+from fastport.server.admin import token_path
+
+_SIZE_RE = re.compile(r"(\d+)\s*(|k|kb|kib|m|mb|mib)", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20}
+
+
+def parse_size(text: str, name: str) -> int:
+    """Parse ``1048576``, ``512KiB`` or ``1MiB`` into bytes."""
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        raise ConfigError(f"{name} must be a size such as 1048576, 512KiB or 1MiB, got {text!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def _setting(flag: str | None, name: str, *fallback_env: str) -> str | None:
+    if flag is not None:
+        return flag
+    for env in (f"FASTPORT_{name}", *fallback_env):
+        value = os.environ.get(env)
+        if value:
+            return value
+    return None
+
+
+def build_config(args: argparse.Namespace) -> ServerConfig:
+    """Resolve flags, then ``FASTPORT_*`` variables, then defaults into a validated config.
+
+    Raises:
+        ConfigError: a value is malformed or out of range.
+    """
+    port_text = _setting(args.port, "PORT") or str(DEFAULT_PORT)
+    if not port_text.isdigit():
+        raise ConfigError(f"port must be a number, got {port_text!r}")
+    data_dir = _setting(args.data_dir, "DATA_DIR")
+    frame_size = _setting(args.max_frame_size, "MAX_FRAME_SIZE")
+    body_size = _setting(args.max_body_size, "MAX_BODY_SIZE")
+    return ServerConfig(
+        host=_setting(args.host, "HOST") or DEFAULT_HOST,
+        port=int(port_text),
+        data_dir=Path(data_dir) if data_dir else default_data_dir(),
+        max_frame_size=parse_size(frame_size, "max-frame-size") if frame_size else DEFAULT_MAX_FRAME_SIZE,
+        max_body_size=parse_size(body_size, "max-body-size") if body_size else DEFAULT_MAX_BODY_SIZE,
+        log_level=(_setting(args.log_level, "LOG_LEVEL") or "info").lower(),
+        admin_user=_setting(None, "ADMIN_USER", "ADMIN_USER"),
+        admin_pass=_setting(None, "ADMIN_PASS", "ADMIN_PASS"),
+        admin_token=_setting(None, "ADMIN_TOKEN"),
+    )
+
+
+def _configure_logging(level: int) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # picows logs every accepted connection at INFO; keep its chatter at our debug level only.
+    logging.getLogger("picows").setLevel(level if level <= logging.DEBUG else logging.WARNING)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    _configure_logging(config.logging_level)
+    from fastport.server.app import run
+
+    run(config)
+    return 0
+
+
+def _admin_request(args: argparse.Namespace, path: str, body: dict[str, Any], admin: bool) -> int:
+    headers = {"Content-Type": "application/json"}
+    if admin:
+        token = os.environ.get("FASTPORT_ADMIN_TOKEN")
+        if not token:
+            data_dir = Path(_setting(args.data_dir, "DATA_DIR") or default_data_dir())
+            try:
+                token = token_path(data_dir).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read the admin token in {data_dir}: {exc.strerror}") from None
+        headers["Authorization"] = f"Bearer {token}"
+    url = f"{args.url.rstrip('/')}{path}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            print(response.read().decode("utf-8"))
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(exc.read().decode("utf-8", "replace"), file=sys.stderr)
+        return 1
+    except urllib.error.URLError as exc:
+        print(f"fastport: cannot reach {url}: {exc.reason}", file=sys.stderr)
+        return 1
+
+
+def _session(args: argparse.Namespace) -> int:
+    if args.action == "create":
+        body: dict[str, Any] = {"sessionName": args.name, "password": args.password}
+        for option, field in (
+            ("retry_interval", "retryInterval"),
+            ("max_retry_limit", "maxRetryLimit"),
+            ("message_expiry", "messageExpiryTime"),
+        ):
+            if getattr(args, option) is not None:
+                body[field] = getattr(args, option)
+        if args.session_expiry is not None:
+            body["sessionExpiry"] = args.session_expiry
+        return _admin_request(args, "/api/createSession", body, admin=True)
+    if not args.secret_key:
+        raise ConfigError(f"session {args.action} needs --secret-key")
+    body = {"sessionName": args.name, "password": args.password, "secretKey": args.secret_key}
+    if args.action == "drop":
+        return _admin_request(args, "/api/dropSession", body, admin=False)
+    body["suspend"] = args.action == "suspend"
+    return _admin_request(args, "/api/suspendSession", body, admin=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``fastport`` command."""
+    parser = argparse.ArgumentParser(prog="fastport", description="fastport pub/sub broker")
+    parser.add_argument("--version", action="version", version=f"fastport {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the broker (HTTP and WebSocket on one port)")
+    serve.add_argument("--host", help=f"address to listen on (default {DEFAULT_HOST})")
+    serve.add_argument("--port", help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
+    serve.add_argument("--data-dir", help="directory for the admin token (default ~/.local/share/fastport)")
+    serve.add_argument("--max-frame-size", help=f"largest WebSocket message (default {DEFAULT_MAX_FRAME_SIZE})")
+    serve.add_argument("--max-body-size", help=f"largest REST request body (default {DEFAULT_MAX_BODY_SIZE})")
+    serve.add_argument("--log-level", help=f"one of {', '.join(LOG_LEVELS)} (default info)")
+    serve.set_defaults(handler=_serve)
+
+    session = commands.add_parser("session", help="create, drop, suspend or resume a session of a running broker")
+    session.add_argument("action", choices=("create", "drop", "suspend", "resume"))
+    session.add_argument("name", help="session name")
+    session.add_argument("--password", required=True, help="the session's client password")
+    session.add_argument("--secret-key", help="the session's secret key (drop, suspend, resume)")
+    session.add_argument("--retry-interval", type=int, help="ms between redeliveries (create)")
+    session.add_argument("--max-retry-limit", type=int, help="redeliveries before a message is dropped (create)")
+    session.add_argument("--message-expiry", type=int, help="message lifetime in ms (create)")
+    session.add_argument("--session-expiry", help="ISO 8601 date-time or epoch ms at which the session ends")
+    session.add_argument("--url", default=f"http://{DEFAULT_HOST}:{DEFAULT_PORT}", help="broker base URL")
+    session.add_argument("--data-dir", help="the broker's data dir, where its admin token is")
+    session.set_defaults(handler=_session)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fastport`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "session_expiry", None) is not None and args.session_expiry.isdigit():
+        args.session_expiry = int(args.session_expiry)
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        print(f"fastport: error: {exc.error}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"fastport: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,83 @@
+"""Typed frames of the fastPort JSON wire protocol (``shared/spec/PROTOCOL.md`` §3).
+
+Client-to-server frames are frozen, slotted dataclasses produced by ``codec.decode``.
+Server-to-client frames are built as bytes by ``codec`` directly: they are encoded
+once and written many times, so no object is made for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Union
+
+#: ``type`` strings of client frames.
+INIT: Final = "init"
+SUBSCRIBE: Final = "subscribe"
+UNSUBSCRIBE: Final = "unsubscribe"
+PUBLISH: Final = "publish"
+ACK: Final = "ack"
+INIT_FILE: Final = "init_file"
+END_FILE: Final = "end_file"
+
+
+@dataclass(frozen=True, slots=True)
+class Init:
+    """Bind the connection to a session (tenant) with its password."""
+
+    session_name: str
+    password: str
+    user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Start receiving messages published on ``topic`` (a topic filter)."""
+
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """Stop receiving messages on ``topic``."""
+
+    topic: str
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Publish an (end-to-end encrypted) envelope to every subscriber of ``topic``.
+
+    ``data``, ``hash`` and ``timestamp`` are forwarded verbatim; the broker never
+    looks inside ``data``. ``timestamp`` is in milliseconds since the epoch.
+    """
+
+    topic: str
+    data: str
+    message_id: str
+    hash: str | None = None
+    timestamp: int | float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A subscriber accepted the message ``message_id``."""
+
+    message_id: str
+    topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileControl:
+    """``init_file`` or ``end_file``: forwarded verbatim to the topic's other subscribers.
+
+    ``raw`` is the frame exactly as received, so fields the broker does not know
+    (``fileName``, ``totalChunks``, ...) reach the receivers unchanged.
+    """
+
+    kind: str
+    topic: str
+    file_id: str
+    raw: bytes
+
+
+ClientFrame = Union[Init, Subscribe, Unsubscribe, Publish, Ack, FileControl]

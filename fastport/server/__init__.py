@@ -1,0 +1,1 @@
+"""The I/O adapters: picows WebSockets and the REST API on one port. Only this package imports picows."""

@@ -1,0 +1,129 @@
+"""Assembly: uvloop, one listening socket for HTTP and WebSocket, signals, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Final
+
+from picows import WSUpgradeRequest
+from picows.picows import WSProtocol
+
+from fastport import _speedups
+from fastport.broker.core import Broker
+from fastport.config import ServerConfig
+from fastport.errors import CloseCode
+from fastport.server.admin import AdminAuth, load_or_create_token, token_path
+from fastport.server.front import FrontProtocol, make_ws_protocol
+from fastport.server.http import RestApi
+from fastport.server.outbox import Flusher
+from fastport.server.ws import BrokerListener
+
+logger = logging.getLogger("fastport.server")
+
+SHUTDOWN_GRACE_S: Final = 3.0
+
+
+class FastportServer:
+    """A running broker: the listening socket, the broker and the REST API.
+
+    Use ``await FastportServer.start(config)``, then ``await server.close()``.
+    """
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        broker: Broker,
+        server: asyncio.Server,
+        admin_token: str,
+        listeners: set[BrokerListener],
+    ) -> None:
+        self.config = config
+        self.broker = broker
+        self.admin_token = admin_token
+        self._server = server
+        self._listeners = listeners
+
+    @classmethod
+    async def start(cls, config: ServerConfig) -> FastportServer:
+        """Listen on ``config.host:config.port`` and serve until ``close``.
+
+        Raises:
+            ConfigError: the data dir or admin token is unusable.
+            OSError: the address cannot be bound.
+        """
+        loop = asyncio.get_running_loop()
+        token = config.admin_token or load_or_create_token(config.data_dir)
+        admin = AdminAuth(token, config.admin_user, config.admin_pass)
+        broker = Broker(loop)
+        api = RestApi(broker, admin)
+        flusher = Flusher(loop)
+        live: set[BrokerListener] = set()
+
+        def ws_factory(remote: str) -> WSProtocol:
+            def listener_factory(request: WSUpgradeRequest) -> BrokerListener:
+                return BrokerListener(broker, flusher, live, config.max_frame_size, remote)
+
+            return make_ws_protocol(
+                listener_factory, max_frame_size=config.max_frame_size, handshake_timeout_s=config.ws_handshake_timeout_s
+            )
+
+        def front_factory() -> FrontProtocol:
+            return FrontProtocol(
+                api, ws_factory, max_body_size=config.max_body_size, head_timeout_s=config.http_head_timeout_s
+            )
+
+        server = await loop.create_server(front_factory, config.host, config.port, reuse_address=True)
+        return cls(config, broker, server, token, live)
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful with ``port=0``)."""
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def urls(self) -> list[str]:
+        """``host:port`` of every listening socket."""
+        urls = []
+        for sock in self._server.sockets:
+            host, port = sock.getsockname()[:2]
+            urls.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        return urls
+
+    async def close(self) -> None:
+        """Stop accepting, close every WebSocket with 1001 and stop the broker."""
+        self._server.close()
+        for listener in list(self._listeners):
+            listener.close(CloseCode.GOING_AWAY, "server shutting down")
+        self.broker.close()
+        try:
+            await asyncio.wait_for(self._server.wait_closed(), SHUTDOWN_GRACE_S)
+        except asyncio.TimeoutError:
+            logger.warning("connections still open after %.0f s; exiting anyway", SHUTDOWN_GRACE_S)
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run the broker until SIGINT or SIGTERM, then shut down gracefully."""
+    server = await FastportServer.start(config)
+    logger.info("fastport listening on %s (HTTP and WebSocket), hot path: %s",
+                ", ".join(server.urls), _speedups.IMPLEMENTATION)
+    if not config.admin_token:
+        logger.info("admin token: %s", token_path(config.data_dir))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    logger.info("shutting down")
+    await server.close()
+
+
+def run(config: ServerConfig) -> None:
+    """Run ``serve`` on uvloop (or asyncio where uvloop is unavailable)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(config))
+    else:
+        uvloop.run(serve(config))

@@ -1,0 +1,285 @@
+"""The front of the port: HTTP requests are answered here, WebSocket upgrades go to picows.
+
+picows accepts only body-less GET upgrades, so every connection starts with
+``FrontProtocol``. It reads the request head; an ``Upgrade: websocket`` request is
+handed, with the bytes read so far, to a picows ``WSProtocol`` built exactly as
+``picows.ws_create_server`` builds it (``make_ws_protocol``), after which the
+connection is pure picows with no per-frame cost here. Any other request is parsed
+with httptools (the head, then exactly ``Content-Length`` body bytes, so pipelined
+requests stay intact) and answered by ``RestApi``; keep-alive is honoured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Final, cast
+
+import httptools
+from picows import WSAutoPingStrategy, WSListener, WSUpgradeRequest
+from picows.picows import WSProtocol
+
+from fastport.errors import ErrorCode, FrameTooLarge, ProtocolError
+from fastport.server.http import Request, RestApi, error_response
+
+logger = logging.getLogger("fastport.http")
+picows_logger = logging.getLogger("picows.server")
+
+MAX_HEAD_SIZE: Final = 16 * 1024
+KEEP_ALIVE_TIMEOUT_S: Final = 30.0
+HEAD_END: Final = b"\r\n\r\n"
+
+
+def make_ws_protocol(
+    listener_factory: Callable[[WSUpgradeRequest], WSListener | None],
+    *,
+    max_frame_size: int,
+    handshake_timeout_s: float,
+) -> WSProtocol:
+    """Build a picows server-side ``WSProtocol`` with the arguments ``ws_create_server`` passes.
+
+    ``WSProtocol``'s constructor is not public API; picows is pinned in pyproject.toml
+    and ``tests/test_front.py`` fails loudly if an upgrade changes it.
+    """
+    return WSProtocol(
+        None,  # host and port: client side only
+        None,  # ws path: client side only
+        False,  # is_client_side
+        listener_factory,
+        picows_logger,
+        True,  # disconnect_on_exception
+        handshake_timeout_s,
+        False,  # enable_auto_ping
+        20.0,  # auto_ping_idle_timeout
+        20.0,  # auto_ping_reply_timeout
+        WSAutoPingStrategy.PING_WHEN_IDLE,
+        True,  # enable_auto_pong
+        max_frame_size,
+        None,  # extra_headers
+        2048,  # read_buffer_init_size: picows's floor; it grows on demand
+    )
+
+
+def _is_websocket_upgrade(head: bytes) -> bool:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"upgrade" and b"websocket" in value.lower():
+            return True
+    return False
+
+
+class FrontProtocol(asyncio.Protocol):
+    """Serves one accepted connection until it becomes a WebSocket or closes."""
+
+    def __init__(
+        self,
+        api: RestApi,
+        ws_factory: Callable[[str], WSProtocol],
+        *,
+        max_body_size: int,
+        head_timeout_s: float,
+    ) -> None:
+        self._api = api
+        self._ws_factory = ws_factory
+        self._max_body_size = max_body_size
+        self._head_timeout_s = head_timeout_s
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._parser: Any = None
+        self._request: Request | None = None
+        self._header_name = b""
+        self._body_remaining = 0
+        self._chunked = False
+        self._keep_alive = False
+        self._complete = False
+        self._busy = False
+        self._closed = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # ---------------------------------------------------------------- transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports don't subclass it
+        self._arm_timer(self._head_timeout_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._cancel_timer()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if not self._busy:
+            self._process()
+        elif len(self._buffer) > MAX_HEAD_SIZE + self._max_body_size and self._transport is not None:
+            self._transport.pause_reading()
+
+    # ---------------------------------------------------------------- requests
+
+    def _process(self) -> None:
+        while not self._busy and not self._closed:
+            if self._parser is None and not self._start_request():
+                return
+            if not self._feed_body():
+                return
+            self._busy = True
+            request, self._request = self._request, None
+            keep_alive = self._keep_alive and not self._chunked
+            self._parser = None
+            assert request is not None
+            asyncio.get_running_loop().create_task(self._respond(request, keep_alive))
+
+    def _start_request(self) -> bool:
+        """Take a complete request head off the buffer; False if more bytes are needed."""
+        end = self._buffer.find(HEAD_END)
+        if end < 0:
+            if len(self._buffer) > MAX_HEAD_SIZE:
+                self._fail(431, ProtocolError("request head too large", code=ErrorCode.MALFORMED_REQUEST))
+            return False
+        head = bytes(self._buffer[: end + len(HEAD_END)])
+        if _is_websocket_upgrade(head):
+            self._upgrade()
+            return False
+        del self._buffer[: end + len(HEAD_END)]
+        self._request = Request(method="", path="", headers={})
+        self._body_remaining = 0
+        self._chunked = False
+        self._complete = False
+        self._parser = httptools.HttpRequestParser(self)
+        try:
+            self._parser.feed_data(head)
+        except FrameTooLarge as exc:
+            self._fail(413, exc)
+            return False
+        except httptools.HttpParserError:
+            self._fail(400, ProtocolError("malformed HTTP request", code=ErrorCode.MALFORMED_REQUEST))
+            return False
+        return True
+
+    def _feed_body(self) -> bool:
+        """Feed body bytes to the parser; True once the request is complete."""
+        if not self._complete and self._buffer:
+            take = len(self._buffer) if self._chunked else min(self._body_remaining, len(self._buffer))
+            chunk = bytes(self._buffer[:take])
+            del self._buffer[:take]
+            self._body_remaining -= take
+            try:
+                self._parser.feed_data(chunk)
+            except FrameTooLarge as exc:
+                self._fail(413, exc)
+                return False
+            except httptools.HttpParserError:
+                self._fail(400, ProtocolError("malformed HTTP request", code=ErrorCode.MALFORMED_REQUEST))
+                return False
+        return self._complete
+
+    async def _respond(self, request: Request, keep_alive: bool) -> None:
+        response = await self._api.handle(request)
+        if self._closed or self._transport is None:
+            return
+        self._transport.write(response.encode(keep_alive))
+        if not keep_alive:
+            self._close()
+            return
+        self._busy = False
+        self._arm_timer(KEEP_ALIVE_TIMEOUT_S)
+        self._transport.resume_reading()
+        self._process()
+
+    def _fail(self, status: int, exc: ProtocolError) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.write(error_response(exc, status).encode(keep_alive=False))
+        self._close()
+
+    def _close(self) -> None:
+        self._closed = True
+        self._cancel_timer()
+        if self._transport is not None:
+            self._transport.close()
+
+    # ---------------------------------------------------------- httptools callbacks
+
+    def on_url(self, url: bytes) -> None:
+        assert self._request is not None
+        self._request.path += url.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self._request is not None
+        key = name.decode("latin-1").lower()
+        headers = self._request.headers
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+
+    def on_headers_complete(self) -> None:
+        request = self._request
+        assert request is not None
+        request.method = self._parser.get_method().decode("latin-1")
+        # Asked here: llhttp resets its keep-alive flag once the message is complete.
+        self._keep_alive = bool(self._parser.should_keep_alive())
+        length = request.headers.get("content-length")
+        if "chunked" in request.headers.get("transfer-encoding", "").lower():
+            self._chunked = True
+        elif length is not None:
+            try:
+                self._body_remaining = int(length)
+            except ValueError:
+                self._body_remaining = 0
+        if self._body_remaining > self._max_body_size:
+            raise FrameTooLarge(
+                f"request body too large: {self._body_remaining} > {self._max_body_size}",
+                code=ErrorCode.BODY_TOO_LARGE,
+            )
+        if request.headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        request = self._request
+        assert request is not None
+        request.body += body
+        if len(request.body) > self._max_body_size:
+            raise FrameTooLarge(f"request body too large: > {self._max_body_size}", code=ErrorCode.BODY_TOO_LARGE)
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+
+    # ---------------------------------------------------------------- upgrade
+
+    def _upgrade(self) -> None:
+        """Hand the connection, and every byte read so far, to a picows WSProtocol."""
+        self._cancel_timer()
+        transport = self._transport
+        assert transport is not None
+        peer = transport.get_extra_info("peername")
+        ws = self._ws_factory(f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "")
+        transport.set_protocol(ws)
+        ws.connection_made(transport)
+        data = memoryview(bytes(self._buffer))
+        self._buffer.clear()
+        self._closed = True
+        while data:
+            target = ws.get_buffer(len(data))
+            count = min(len(target), len(data))
+            target[:count] = data[:count]
+            ws.buffer_updated(count)
+            data = data[count:]
+
+    # ---------------------------------------------------------------- timeouts
+
+    def _arm_timer(self, delay_s: float) -> None:
+        self._cancel_timer()
+        self._timer = asyncio.get_running_loop().call_later(delay_s, self._on_timeout)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        if self._busy or self._closed:
+            return
+        if self._buffer or self._parser is not None:
+            self._fail(408, ProtocolError("request timeout", code=ErrorCode.MALFORMED_REQUEST))
+        else:
+            self._close()
+

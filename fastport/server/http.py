@@ -1,0 +1,187 @@
+"""The REST API (``shared/spec/PROTOCOL.md`` §2) and ``GET /health``.
+
+Routes are plain async functions from a parsed ``Request`` to a ``Response``; the
+front protocol (``front.py``) does the HTTP/1.1 parsing and the I/O. Bodies are JSON
+objects; every failure is a JSON body ``{"success": false, "error", "code"[, "field"]}``
+with the status the original broker used (400 for bad input and for a session
+owner's wrong credentials, 401 for admin authentication).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from fastport import _speedups
+from fastport.broker.core import Broker
+from fastport.config import SessionSettings
+from fastport.errors import AuthError, ErrorCode, FastportError, ProtocolError, SessionError
+from fastport.server.admin import AdminAuth
+
+logger = logging.getLogger("fastport.http")
+
+JSON_HEADERS: Final = (("Content-Type", "application/json"),)
+
+
+@dataclass(slots=True)
+class Request:
+    """One parsed HTTP request."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes = b""
+
+
+@dataclass(slots=True)
+class Response:
+    """One HTTP response with a JSON body."""
+
+    status: int
+    body: dict[str, Any]
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def encode(self, keep_alive: bool) -> bytes:
+        """The response as bytes on the wire."""
+        payload = orjson.dumps(self.body)
+        lines = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Unknown')}"]
+        for name, value in (*JSON_HEADERS, *self.headers):
+            lines.append(f"{name}: {value}")
+        lines.append(f"Content-Length: {len(payload)}")
+        lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+_REASONS: Final = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    411: "Length Required",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+}
+
+
+def error_response(exc: FastportError, status: int | None = None) -> Response:
+    """The JSON error response for ``exc``."""
+    body: dict[str, Any] = {"success": False, "error": exc.error, "code": int(exc.error_code)}
+    if exc.field is not None:
+        body["field"] = exc.field
+    return Response(exc.http_status if status is None else status, body)
+
+
+def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = orjson.loads(request.body) if request.body else {}
+    except orjson.JSONDecodeError:
+        raise ProtocolError("request body is not valid JSON", code=ErrorCode.MALFORMED_REQUEST) from None
+    if not isinstance(body, dict):
+        raise ProtocolError("request body must be a JSON object", code=ErrorCode.MALFORMED_REQUEST)
+    return body
+
+
+def _string_fields(body: dict[str, Any], names: tuple[str, ...], missing_error: str) -> list[str]:
+    values = []
+    for name in names:
+        value = body.get(name)
+        if value is None or value == "":
+            raise ProtocolError(missing_error, code=ErrorCode.MISSING_FIELD, field=name)
+        if not isinstance(value, str):
+            raise ProtocolError(f"{name} must be a string", code=ErrorCode.INVALID_FIELD, field=name)
+        values.append(value)
+    return values
+
+
+_OWNER_FIELDS: Final = ("sessionName", "password", "secretKey")
+_OWNER_MISSING: Final = "sessionName, password and secretKey are required"
+
+
+class RestApi:
+    """The routes of the REST API, bound to one broker."""
+
+    def __init__(self, broker: Broker, admin: AdminAuth) -> None:
+        self._broker = broker
+        self._admin = admin
+        self._routes: dict[str, tuple[str, Callable[[Request], Awaitable[Response]]]] = {
+            "/api/createSession": ("POST", self.create_session),
+            "/api/dropSession": ("POST", self.drop_session),
+            "/api/suspendSession": ("POST", self.suspend_session),
+            "/health": ("GET", self.health),
+        }
+
+    async def handle(self, request: Request) -> Response:
+        """Route ``request`` and turn every error into its JSON response."""
+        path = request.path.split("?", 1)[0]
+        route = self._routes.get(path.rstrip("/") or "/")
+        if route is None:
+            return error_response(ProtocolError("Not found", code=ErrorCode.ROUTE_NOT_FOUND), 404)
+        method, handler = route
+        if request.method != method:
+            response = error_response(
+                ProtocolError(f"method {request.method} not allowed", code=ErrorCode.METHOD_NOT_ALLOWED), 405
+            )
+            response.headers.append(("Allow", method))
+            return response
+        try:
+            return await handler(request)
+        except FastportError as exc:
+            return error_response(exc)
+        except Exception:
+            logger.exception("internal error on %s %s", request.method, path)
+            return error_response(FastportError("Internal server error", code=ErrorCode.INTERNAL), 500)
+
+    async def create_session(self, request: Request) -> Response:
+        """``POST /api/createSession`` (admin only)."""
+        self._admin.check(request.headers.get("authorization"))
+        body = _json_object(request)
+        name, password = _string_fields(body, ("sessionName", "password"), "sessionName and password are required")
+        settings = SessionSettings.from_request(body, int(time.time() * 1000))
+        _, secret_key = await self._broker.create_session(name, password, settings)
+        return Response(
+            200,
+            {
+                "success": True,
+                "sessionName": name,
+                "password": password,
+                "secretKey": secret_key,
+                "retryInterval": settings.retry_interval_ms,
+                "maxRetryLimit": settings.max_retry_limit,
+                "messageExpiryTime": settings.message_expiry_ms,
+                "sessionExpiry": settings.expires_at_ms,
+            },
+        )
+
+    async def drop_session(self, request: Request) -> Response:
+        """``POST /api/dropSession`` (the session's own password and secret key)."""
+        name, password, secret_key = _string_fields(_json_object(request), _OWNER_FIELDS, _OWNER_MISSING)
+        try:
+            await self._broker.drop_session(name, password, secret_key)
+        except (SessionError, AuthError) as exc:
+            return error_response(exc, 400)
+        return Response(200, {"success": True})
+
+    async def suspend_session(self, request: Request) -> Response:
+        """``POST /api/suspendSession`` with ``suspend`` true or false."""
+        body = _json_object(request)
+        name, password, secret_key = _string_fields(body, _OWNER_FIELDS, _OWNER_MISSING)
+        suspend = body.get("suspend")
+        if not isinstance(suspend, bool):
+            raise ProtocolError("suspend must be true or false", code=ErrorCode.INVALID_FIELD, field="suspend")
+        try:
+            await self._broker.suspend_session(name, password, secret_key, suspend)
+        except (SessionError, AuthError) as exc:
+            return error_response(exc, 400)
+        return Response(200, {"success": True, "suspended": suspend})
+
+    async def health(self, request: Request) -> Response:
+        """``GET /health``: liveness and counts."""
+        return Response(200, {"status": "ok", "implementation": _speedups.IMPLEMENTATION, **self._broker.stats()})
