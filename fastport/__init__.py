@@ -2,6 +2,50 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from fastport.client import (
+        AckTimeout,
+        Client,
+        ClientError,
+        ConnectionClosed,
+        EnvelopeAuthError,
+        EnvelopeError,
+        EnvelopeFormatError,
+        EnvelopeHashMismatch,
+        InitRefused,
+        PublishRefused,
+        RequestRefused,
+        SessionEnded,
+    )
+
+# The client imports picows and cryptography: load it on first use, not with the package.
+_CLIENT_NAMES = frozenset(
+    {
+        "AckTimeout",
+        "Client",
+        "ClientError",
+        "ConnectionClosed",
+        "EnvelopeAuthError",
+        "EnvelopeError",
+        "EnvelopeFormatError",
+        "EnvelopeHashMismatch",
+        "InitRefused",
+        "PublishRefused",
+        "RequestRefused",
+        "SessionEnded",
+    }
+)
+
+__all__ = ["__version__", *sorted(_CLIENT_NAMES)]
+
+
+def __getattr__(name: str) -> object:
+    if name in _CLIENT_NAMES:
+        import fastport.client
+
+        return getattr(fastport.client, name)
+    raise AttributeError(f"module 'fastport' has no attribute {name!r}")
