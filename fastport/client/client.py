@@ -28,7 +28,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import orjson
 from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
@@ -70,7 +70,7 @@ _CONTINUATION: Final = WSMsgType.CONTINUATION
 _CLOSE: Final = WSMsgType.CLOSE
 
 
-class _Listener(WSListener):  # type: ignore[misc]
+class _Listener(WSListener):
     """One WebSocket connection: hands complete text frames to the client, records the close code."""
 
     def __init__(self, client: Client) -> None:
@@ -559,7 +559,7 @@ class Client:
 
     async def _connect(self) -> _Listener:
         """Open a connection, ``init`` it, resubscribe and re-send; return its listener."""
-        transport, listener = await ws_connect(
+        transport, ws_listener = await ws_connect(
             lambda: _Listener(self),
             self.url,
             ssl_context=self._ssl_context,
@@ -570,6 +570,7 @@ class Client:
             max_frame_size=self._max_frame_size,
             logger_name="fastport.client",
         )
+        listener = cast(_Listener, ws_listener)
         self._transport, self._listener = transport, listener
         body: dict[str, Any] = {"type": "init", "sessionName": self.session_name, "password": self._password}
         if self.client_id is not None:
