@@ -24,6 +24,9 @@ from fastport.errors import ErrorCode
 from fastport.server.app import FastportServer
 from fastport_client_helpers import http
 
+# The client must work on plain asyncio too, not only on uvloop.
+pytestmark = pytest.mark.both_loops
+
 
 async def next_message(subscription: Any) -> Message:
     message: Message = await asyncio.wait_for(subscription.__anext__(), WAIT_S)

@@ -25,6 +25,9 @@ from fastport.client import (
 )
 from fastport.errors import ConfigError, ErrorCode, InvalidTopic
 
+# The client must work on plain asyncio too, not only on uvloop.
+pytestmark = pytest.mark.both_loops
+
 
 def client_for(broker: FakeBroker, **options: Any) -> Client:
     options.setdefault("reconnect", FAST_RECONNECT)
