@@ -204,3 +204,36 @@ async def test_argument_checks() -> None:
                 await client.emit("a/+", "x")
             with pytest.raises(InvalidTopic):
                 client.subscribe("a/#/b")
+
+
+async def test_received_messages_are_acked_deduplicated_and_checked() -> None:
+    cipher = EnvelopeCipher(KEY, "sess")
+
+    def message(topic: str, message_id: str, sealed_for: str | None = None, **extra: Any) -> dict[str, Any]:
+        sealed = cipher.seal_v2("hi", topic=sealed_for or topic, message_id=message_id)
+        return {"type": "message", "topic": topic, "data": sealed.data, "hash": sealed.hash,
+                "timestamp": 1700000000000, "messageId": message_id, **extra}
+
+    async with fake_broker() as broker:
+        async with client_for(broker) as client:
+            subscription = client.subscribe("t/#")
+            await subscription.ready()
+            broker.send(message("t/1", "m1", retry=2))
+            received = await asyncio.wait_for(subscription.__anext__(), 5)
+            assert (received.topic, received.payload, received.retry) == ("t/1", "hi", 2)
+            _, ack = await broker.next_frame("ack")
+            assert ack == {"type": "ack", "topic": "t/1", "messageId": "m1"}
+            broker.send(message("t/1", "m1", retry=3))  # a redelivery: acked again, not delivered
+            _, ack = await broker.next_frame("ack")
+            assert ack["messageId"] == "m1"
+            broker.send(message("t/2", "m2", sealed_for="t/other"))  # replayed onto another topic
+            broker.send({"type": "message", "topic": "t/3", "data": 42, "messageId": "m3"})  # malformed
+            broker.send(message("t/4", "m4", qos=0))  # QoS 0: delivered, never acked
+            assert (await asyncio.wait_for(subscription.__anext__(), 5)).message_id == "m4"
+            broker.send({"type": "brand_new"})  # unknown frames are ignored
+            await eventually(lambda: client.stats.received == 5)
+            await asyncio.sleep(0.05)
+    later = [broker.frames.get_nowait()[1]["type"] for _ in range(broker.frames.qsize())]
+    assert "ack" not in later
+    stats = client.stats
+    assert (stats.delivered, stats.duplicates, stats.rejected, stats.acks_sent) == (2, 1, 2, 2)
