@@ -65,8 +65,9 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
     data_dir = _setting(args.data_dir, "DATA_DIR")
     frame_size = _setting(args.max_frame_size, "MAX_FRAME_SIZE")
     body_size = _setting(args.max_body_size, "MAX_BODY_SIZE")
+    host = _setting(args.host, "HOST")
     return ServerConfig(
-        host=_setting(args.host, "HOST") or DEFAULT_HOST,
+        host=DEFAULT_HOST if host is None else host,
         port=int(port_text),
         data_dir=Path(data_dir) if data_dir else default_data_dir(),
         max_frame_size=parse_size(frame_size, "max-frame-size") if frame_size else DEFAULT_MAX_FRAME_SIZE,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +12,7 @@ import uvloop
 
 from fastport.config import ServerConfig
 from fastport.server.app import FastportServer
-from fastport_client_helpers import WSClient, http
-
-ADMIN_USER = "admin"
-ADMIN_PASS = "admin-secret"
+from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, ClientFactory, SessionFactory, WSClient, http
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
@@ -40,9 +37,6 @@ def admin_headers(server: FastportServer) -> dict[str, str]:
     return {"Authorization": f"Bearer {server.admin_token}"}
 
 
-SessionFactory = Callable[..., Awaitable[dict[str, Any]]]
-
-
 @pytest.fixture
 def make_session(server: FastportServer, admin_headers: dict[str, str]) -> SessionFactory:
     """Create a session through the REST API; returns the createSession response body."""
@@ -55,9 +49,6 @@ def make_session(server: FastportServer, admin_headers: dict[str, str]) -> Sessi
         return response
 
     return create
-
-
-ClientFactory = Callable[..., Awaitable[WSClient]]
 
 
 @pytest.fixture

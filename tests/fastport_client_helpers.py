@@ -6,12 +6,15 @@ import asyncio
 import base64
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 TIMEOUT_S = 5.0
+ADMIN_USER = "admin"
+ADMIN_PASS = "admin-secret"
 
 
 class _Collector(WSListener):  # type: ignore[misc]
@@ -145,3 +148,9 @@ def parse_response(data: bytes) -> tuple[int, dict[str, str], Any]:
 
 def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+#: ``make_session(name=None, password="pw", **settings)`` -> the createSession response body.
+SessionFactory = Callable[..., Awaitable[dict[str, Any]]]
+#: ``connect(session=None)`` -> a WSClient, initialised when a session is given.
+ClientFactory = Callable[..., Awaitable[WSClient]]

@@ -8,7 +8,7 @@ import orjson
 import pytest
 from picows import WSMsgType
 
-from conftest import ClientFactory, SessionFactory
+from fastport_client_helpers import ClientFactory, SessionFactory
 from fastport.errors import CloseCode, ErrorCode
 from fastport.server.app import FastportServer
 

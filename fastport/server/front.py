@@ -96,6 +96,7 @@ class FrontProtocol(asyncio.Protocol):
         self._busy = False
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
+        self._too_large: FrameTooLarge | None = None
 
     # ---------------------------------------------------------------- transport
 
@@ -146,13 +147,19 @@ class FrontProtocol(asyncio.Protocol):
         self._chunked = False
         self._complete = False
         self._parser = httptools.HttpRequestParser(self)
+        return self._feed(head)
+
+    def _feed(self, data: bytes) -> bool:
+        """Feed the parser; on a parse error or an oversized body answer it, close, and return False."""
+        self._too_large = None
         try:
-            self._parser.feed_data(head)
-        except FrameTooLarge as exc:
-            self._fail(413, exc)
-            return False
+            self._parser.feed_data(data)
         except httptools.HttpParserError:
-            self._fail(400, ProtocolError("malformed HTTP request", code=ErrorCode.MALFORMED_REQUEST))
+            # httptools wraps exceptions raised in callbacks; the 413 is remembered apart.
+            if self._too_large is not None:
+                self._fail(413, self._too_large)
+            else:
+                self._fail(400, ProtocolError("malformed HTTP request", code=ErrorCode.MALFORMED_REQUEST))
             return False
         return True
 
@@ -163,13 +170,7 @@ class FrontProtocol(asyncio.Protocol):
             chunk = bytes(self._buffer[:take])
             del self._buffer[:take]
             self._body_remaining -= take
-            try:
-                self._parser.feed_data(chunk)
-            except FrameTooLarge as exc:
-                self._fail(413, exc)
-                return False
-            except httptools.HttpParserError:
-                self._fail(400, ProtocolError("malformed HTTP request", code=ErrorCode.MALFORMED_REQUEST))
+            if not self._feed(chunk):
                 return False
         return self._complete
 
@@ -225,10 +226,11 @@ class FrontProtocol(asyncio.Protocol):
             except ValueError:
                 self._body_remaining = 0
         if self._body_remaining > self._max_body_size:
-            raise FrameTooLarge(
+            self._too_large = FrameTooLarge(
                 f"request body too large: {self._body_remaining} > {self._max_body_size}",
                 code=ErrorCode.BODY_TOO_LARGE,
             )
+            raise self._too_large
         if request.headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -237,7 +239,10 @@ class FrontProtocol(asyncio.Protocol):
         assert request is not None
         request.body += body
         if len(request.body) > self._max_body_size:
-            raise FrameTooLarge(f"request body too large: > {self._max_body_size}", code=ErrorCode.BODY_TOO_LARGE)
+            self._too_large = FrameTooLarge(
+                f"request body too large: > {self._max_body_size}", code=ErrorCode.BODY_TOO_LARGE
+            )
+            raise self._too_large
 
     def on_message_complete(self) -> None:
         self._complete = True

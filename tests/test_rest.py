@@ -1,0 +1,183 @@
+"""PROTOCOL.md §2 over real HTTP: every row of the REST session API, plus /health and the error statuses."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, ClientFactory, SessionFactory
+from fastport.errors import CloseCode, ErrorCode
+from fastport.server.app import FastportServer
+from fastport_client_helpers import basic, http
+
+
+async def test_create_session_with_basic_auth(server: FastportServer) -> None:
+    status, headers, body = await http(
+        server.port, "POST", "/api/createSession", {"sessionName": "alpha", "password": "pw"},
+        headers=basic(ADMIN_USER, ADMIN_PASS),
+    )
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert body["success"] is True and body["sessionName"] == "alpha" and body["password"] == "pw"
+    assert len(body["secretKey"]) == 64 and int(body["secretKey"], 16) >= 0
+    assert body["retryInterval"] == 5000 and body["maxRetryLimit"] == 100
+    assert body["messageExpiryTime"] is None and body["sessionExpiry"] is None
+
+
+async def test_create_session_with_bearer_token(server: FastportServer, admin_headers: dict[str, str]) -> None:
+    status, _, body = await http(server.port, "POST", "/api/createSession",
+                                 {"sessionName": "beta", "password": "pw", "retryInterval": 1000,
+                                  "maxRetryLimit": 3, "messageExpiryTime": 60000}, headers=admin_headers)
+    assert status == 200, body
+    assert (body["retryInterval"], body["maxRetryLimit"], body["messageExpiryTime"]) == (1000, 3, 60000)
+
+
+async def test_secret_keys_differ_between_sessions(make_session: SessionFactory) -> None:
+    first, second = await make_session(), await make_session()
+    assert first["secretKey"] != second["secretKey"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "error", "code"),
+    [
+        ({}, "Missing Authorization Header", ErrorCode.ADMIN_AUTH_MISSING),
+        (basic(ADMIN_USER, "wrong"), "Unauthorized: Invalid Admin Credentials", ErrorCode.ADMIN_AUTH_INVALID),
+        ({"Authorization": "Bearer wrong-token"}, "Unauthorized: Invalid Admin Credentials",
+         ErrorCode.ADMIN_AUTH_INVALID),
+        ({"Authorization": "Digest abc"}, "Unauthorized: Invalid Admin Credentials", ErrorCode.ADMIN_AUTH_INVALID),
+        ({"Authorization": "Basic !!!not-base64"}, "Unauthorized: Invalid Admin Credentials",
+         ErrorCode.ADMIN_AUTH_INVALID),
+    ],
+)
+async def test_create_session_admin_auth_failures(
+    server: FastportServer, headers: dict[str, str], error: str, code: ErrorCode
+) -> None:
+    status, _, body = await http(server.port, "POST", "/api/createSession",
+                                 {"sessionName": "x", "password": "y"}, headers=headers)
+    assert status == 401
+    assert body["error"] == error and body["code"] == code
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "error"),
+    [
+        ({"password": "p"}, "sessionName", "sessionName and password are required"),
+        ({"sessionName": "n"}, "password", "sessionName and password are required"),
+        ({"sessionName": "", "password": "p"}, "sessionName", "sessionName and password are required"),
+        ({"sessionName": 5, "password": "p"}, "sessionName", "sessionName must be a string"),
+        ({"sessionName": "n", "password": ["p"]}, "password", "password must be a string"),
+        ({"sessionName": "n", "password": "p", "retryInterval": "fast"}, "retryInterval", None),
+        ({"sessionName": "n", "password": "p", "retryInterval": 1}, "retryInterval", None),
+        ({"sessionName": "n", "password": "p", "retryInterval": True}, "retryInterval", None),
+        ({"sessionName": "n", "password": "p", "maxRetryLimit": -1}, "maxRetryLimit", None),
+        ({"sessionName": "n", "password": "p", "maxRetryLimit": 10**9}, "maxRetryLimit", None),
+        ({"sessionName": "n", "password": "p", "messageExpiryTime": 1.5}, "messageExpiryTime", None),
+        ({"sessionName": "n", "password": "p", "sessionExpiry": "yesterday"}, "sessionExpiry", None),
+        ({"sessionName": "n", "password": "p", "sessionExpiry": 1000}, "sessionExpiry", None),
+        ({"sessionName": "n\x01", "password": "p"}, "sessionName", None),
+    ],
+)
+async def test_create_session_validation(
+    server: FastportServer, admin_headers: dict[str, str], body: dict, field: str, error: str | None
+) -> None:
+    status, _, response = await http(server.port, "POST", "/api/createSession", body, headers=admin_headers)
+    assert status == 400, response
+    assert response["success"] is False and response["field"] == field
+    if error is not None:
+        assert response["error"] == error
+
+
+async def test_create_existing_session(make_session: SessionFactory, server: FastportServer,
+                                       admin_headers: dict[str, str]) -> None:
+    await make_session("dup")
+    status, _, body = await http(server.port, "POST", "/api/createSession",
+                                 {"sessionName": "dup", "password": "other"}, headers=admin_headers)
+    assert status == 400 and body == {"success": False, "error": "Session already exists",
+                                      "code": ErrorCode.SESSION_EXISTS}
+
+
+async def test_malformed_json_and_non_object_bodies(server: FastportServer, admin_headers: dict[str, str]) -> None:
+    for raw in (b"{oops", b"[1,2]", b'"text"', b"\xff\xfe"):
+        status, _, body = await http(server.port, "POST", "/api/createSession", raw_body=raw, headers=admin_headers)
+        assert status == 400 and body["code"] == ErrorCode.MALFORMED_REQUEST, raw
+
+
+async def test_drop_session_closes_every_socket_and_forgets_everything(
+    make_session: SessionFactory, connect: ClientFactory, server: FastportServer
+) -> None:
+    session = await make_session()
+    subscribed, idle = await connect(session), await connect(session)
+    await subscribed.subscribe("t")
+    status, _, body = await http(server.port, "POST", "/api/dropSession",
+                                 {"sessionName": session["sessionName"], "password": "pw",
+                                  "secretKey": session["secretKey"]})
+    assert (status, body) == (200, {"success": True})
+    assert await subscribed.wait_closed() == CloseCode.SESSION_DROPPED
+    assert await idle.wait_closed() == CloseCode.SESSION_DROPPED
+    late = await connect()
+    assert (await late.init(session["sessionName"], "pw"))["error"] == "Session not found"
+    assert server.broker.stats()["sessions"] == 0
+
+
+@pytest.mark.parametrize("path", ["/api/dropSession", "/api/suspendSession"])
+async def test_owner_operations_refuse_bad_credentials(
+    make_session: SessionFactory, server: FastportServer, path: str
+) -> None:
+    session = await make_session()
+    base = {"sessionName": session["sessionName"], "password": "pw", "secretKey": session["secretKey"],
+            "suspend": True}
+    cases = [
+        ({**base, "sessionName": "missing"}, "Session not found", ErrorCode.SESSION_NOT_FOUND),
+        ({**base, "password": "wrong"}, "Invalid credentials", ErrorCode.INVALID_CREDENTIALS),
+        ({**base, "secretKey": "0" * 64}, "Invalid credentials", ErrorCode.INVALID_CREDENTIALS),
+    ]
+    for body, error, code in cases:
+        status, _, response = await http(server.port, "POST", path, body)
+        assert status == 400 and response["error"] == error and response["code"] == code, body
+    for missing in ("sessionName", "password", "secretKey"):
+        body = {k: v for k, v in base.items() if k != missing}
+        status, _, response = await http(server.port, "POST", path, body)
+        assert status == 400 and response["field"] == missing
+
+
+async def test_suspend_and_resume(make_session: SessionFactory, connect: ClientFactory,
+                                  server: FastportServer) -> None:
+    session = await make_session()
+    connected = await connect(session)
+    owner = {"sessionName": session["sessionName"], "password": "pw", "secretKey": session["secretKey"]}
+    status, _, body = await http(server.port, "POST", "/api/suspendSession", {**owner, "suspend": True})
+    assert (status, body) == (200, {"success": True, "suspended": True})
+    newcomer = await connect()
+    assert (await newcomer.init(session["sessionName"], "pw"))["error"] == "Session is suspended"
+    connected.publish("t")
+    refused = await connected.recv()
+    assert refused["type"] == "publish_response" and refused["error"] == "Session suspended or invalid"
+    assert refused["code"] == ErrorCode.SESSION_INVALID
+    status, _, body = await http(server.port, "POST", "/api/suspendSession", {**owner, "suspend": False})
+    assert (status, body) == (200, {"success": True, "suspended": False})
+    connected.publish("t")
+    assert (await connected.recv())["success"] is True
+    assert (await newcomer.init(session["sessionName"], "pw"))["success"] is True
+    status, _, body = await http(server.port, "POST", "/api/suspendSession", {**owner, "suspend": "yes"})
+    assert status == 400 and body["field"] == "suspend"
+
+
+async def test_health(server: FastportServer, make_session: SessionFactory, connect: ClientFactory) -> None:
+    await connect(await make_session())
+    status, _, body = await http(server.port, "GET", "/health")
+    assert status == 200
+    assert body["status"] == "ok" and body["sessions"] == 1 and body["connections"] == 1
+    assert body["uptimeSeconds"] >= 0 and body["implementation"] in ("compiled", "python")
+
+
+async def test_unknown_path_and_wrong_method(server: FastportServer) -> None:
+    status, _, body = await http(server.port, "GET", "/api/nothing")
+    assert status == 404 and body["code"] == ErrorCode.ROUTE_NOT_FOUND
+    status, headers, body = await http(server.port, "GET", "/api/createSession")
+    assert status == 405 and headers["allow"] == "POST" and body["code"] == ErrorCode.METHOD_NOT_ALLOWED
+    status, headers, _ = await http(server.port, "POST", "/health")
+    assert status == 405 and headers["allow"] == "GET"
+
+
+async def test_body_over_the_limit_is_413(server: FastportServer, admin_headers: dict[str, str]) -> None:
+    big = b'{"sessionName": "' + b"x" * (server.config.max_body_size + 10) + b'"}'
+    status, _, body = await http(server.port, "POST", "/api/createSession", raw_body=big, headers=admin_headers)
+    assert status == 413 and body["code"] == ErrorCode.BODY_TOO_LARGE
