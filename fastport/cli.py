@@ -66,6 +66,8 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
     frame_size = _setting(args.max_frame_size, "MAX_FRAME_SIZE")
     body_size = _setting(args.max_body_size, "MAX_BODY_SIZE")
     host = _setting(args.host, "HOST")
+    tls_cert = _setting(args.tls_cert, "TLS_CERT")
+    tls_key = _setting(args.tls_key, "TLS_KEY")
     return ServerConfig(
         host=DEFAULT_HOST if host is None else host,
         port=int(port_text),
@@ -76,6 +78,8 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         admin_user=_setting(None, "ADMIN_USER", "ADMIN_USER"),
         admin_pass=_setting(None, "ADMIN_PASS", "ADMIN_PASS"),
         admin_token=_setting(None, "ADMIN_TOKEN"),
+        tls_cert=Path(tls_cert) if tls_cert else None,
+        tls_key=Path(tls_key) if tls_key else None,
     )
 
 
@@ -87,6 +91,7 @@ def _configure_logging(level: int) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     config = build_config(args)
+    config.ssl_context()  # refuse an unreadable certificate before anything starts
     _configure_logging(config.logging_level)
     from fastport.server.app import run
 
@@ -154,6 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-frame-size", help=f"largest WebSocket message (default {DEFAULT_MAX_FRAME_SIZE})")
     serve.add_argument("--max-body-size", help=f"largest REST request body (default {DEFAULT_MAX_BODY_SIZE})")
     serve.add_argument("--log-level", help=f"one of {', '.join(LOG_LEVELS)} (default info)")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve https:// and wss:// (with --tls-key)")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.set_defaults(handler=_serve)
 
     session = commands.add_parser("session", help="create, drop, suspend or resume a session of a running broker")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,6 +53,8 @@ class ServerConfig:
         admin_user: HTTP Basic admin user (``ADMIN_USER``), or None.
         admin_pass: HTTP Basic admin password (``ADMIN_PASS``), or None.
         admin_token: Bearer admin token; None means read or create ``data_dir/admin-token``.
+        tls_cert: PEM certificate chain; with ``tls_key``, serve https:// and wss:// on the port.
+        tls_key: PEM private key of ``tls_cert``.
     """
 
     host: str = DEFAULT_HOST
@@ -63,6 +66,8 @@ class ServerConfig:
     admin_user: str | None = None
     admin_pass: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     http_head_timeout_s: float = 10.0
     ws_handshake_timeout_s: float = 5.0
 
@@ -79,8 +84,26 @@ class ServerConfig:
             raise ConfigError(f"log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if (self.admin_user is None) != (self.admin_pass is None):
             raise ConfigError("ADMIN_USER and ADMIN_PASS must be set together")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("tls-cert and tls-key must be given together")
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("admin token must be at least 16 characters")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server TLS context, or None for plain HTTP/WebSocket.
+
+        Raises:
+            ConfigError: the certificate or key cannot be loaded.
+        """
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load TLS certificate {self.tls_cert} / key {self.tls_key}: {exc}") from None
+        return context
 
     @property
     def logging_level(self) -> int:

@@ -17,7 +17,7 @@ ADMIN_USER = "admin"
 ADMIN_PASS = "admin-secret"
 
 
-class _Collector(WSListener):  # type: ignore[misc]
+class WSCollector(WSListener):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self.frames: asyncio.Queue[tuple[WSMsgType, bytes]] = asyncio.Queue()
@@ -42,13 +42,13 @@ class _Collector(WSListener):  # type: ignore[misc]
 class WSClient:
     """A minimal fastPort-speaking test client: JSON frames in and out, no helpers hiding errors."""
 
-    def __init__(self, transport: WSTransport, listener: _Collector) -> None:
+    def __init__(self, transport: WSTransport, listener: WSCollector) -> None:
         self.transport = transport
         self.listener = listener
 
     @classmethod
     async def connect(cls, port: int, path: str = "/") -> WSClient:
-        transport, listener = await ws_connect(_Collector, f"ws://127.0.0.1:{port}{path}", max_frame_size=64 << 20)
+        transport, listener = await ws_connect(WSCollector, f"ws://127.0.0.1:{port}{path}", max_frame_size=64 << 20)
         return cls(transport, listener)
 
     def send(self, obj: Any) -> None:

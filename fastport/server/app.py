@@ -74,7 +74,9 @@ class FastportServer:
                 api, ws_factory, max_body_size=config.max_body_size, head_timeout_s=config.http_head_timeout_s
             )
 
-        server = await loop.create_server(front_factory, config.host, config.port, reuse_address=True)
+        server = await loop.create_server(
+            front_factory, config.host, config.port, reuse_address=True, ssl=config.ssl_context()
+        )
         return cls(config, broker, server, token, live)
 
     @property
@@ -106,8 +108,12 @@ class FastportServer:
 async def serve(config: ServerConfig) -> None:
     """Run the broker until SIGINT or SIGTERM, then shut down gracefully."""
     server = await FastportServer.start(config)
-    logger.info("fastport listening on %s (HTTP and WebSocket), hot path: %s",
-                ", ".join(server.urls), _speedups.IMPLEMENTATION)
+    logger.info(
+        "fastport listening on %s (%s), hot path: %s",
+        ", ".join(server.urls),
+        "HTTPS and WSS" if config.tls_cert else "HTTP and WebSocket",
+        _speedups.IMPLEMENTATION,
+    )
     if not config.admin_token:
         logger.info("admin token: %s", token_path(config.data_dir))
     stop = asyncio.Event()
