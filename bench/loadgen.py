@@ -1,0 +1,615 @@
+"""The benchmark's one load generator: picows + uvloop clients for fastport, MQTT 3.1.1 and NATS over WebSocket.
+
+``bench/run.py`` starts it pinned to its own CPU, once per broker and run::
+
+    python bench/loadgen.py --kind fastport --url ws://127.0.0.1:P/ --broker-pid PID \\
+        --session bench --password pw --scenarios s1,s2,s3,s4 [...]
+
+and reads one JSON object with every scenario's numbers from its stdout. Broker CPU time (utime + stime from
+``/proc/PID/stat``) and RSS (``VmRSS`` from ``/proc/PID/status``) are read here, at the edges of each measured
+window, so warm-up and set-up are not counted.
+
+What each scenario measures (the same for the three protocols unless said):
+
+- ``s1`` fan-out: 1 publisher, N subscribers on one topic, 256-byte payloads, at-least-once on (fastport: every
+  subscriber acks every message; MQTT: QoS 1 both ways, subscribers PUBACK; NATS: core NATS, no acks exist). A
+  message is complete when the broker confirmed it to the publisher (``publish_response`` / PUBACK; NATS: nothing)
+  and every subscriber received it; the publisher keeps at most W messages incomplete (a closed loop: no
+  broker queue grows, nothing is dropped).
+- ``s2`` latency: N subscribers, a fixed publish rate for a fixed time, acks as in s1; publish-to-delivery
+  latency from a monotonic timestamp in the payload (publisher and subscribers share this process's clock).
+- ``s3`` acknowledged round trip with window W: the publisher's confirmation that the subscriber processed the
+  message. fastport: publish -> message -> ack -> ``ack_received``. MQTT: QoS 1 publish -> delivery (PUBACK) ->
+  the subscriber publishes a QoS 1 reply to the publisher's reply topic -> delivery to the publisher (PUBACK),
+  since MQTT's own PUBACK to a publisher does not wait for any subscriber. NATS: request/reply (PUB with a
+  reply subject, the subscriber PUBs the answer), fire-and-forget both ways.
+- ``s4`` memory + ``s5`` storm: open N connections (at most C handshakes at once), each authenticated (fastport
+  ``init``; MQTT CONNECT/CONNACK; NATS CONNECT + PING/PONG); the time of that phase gives connections/s (s5).
+  Then each subscribes to its own topic; after a settle time the broker's RSS growth / N is the cost of one
+  idle, authenticated, subscribed connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import itertools
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import uvloop
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mqtt  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAYLOAD_SIZE = 256
+now_ns = time.monotonic_ns
+
+
+def broker_cpu_s(pid: int) -> float:
+    """utime + stime of the broker process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def broker_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def make_payload(seq: int, sent_ns: int) -> bytes:
+    """``seq sent_ns `` padded with x to PAYLOAD_SIZE bytes (ASCII, so it is valid JSON string content)."""
+    head = b"%d %d " % (seq, sent_ns)
+    return head + b"x" * (PAYLOAD_SIZE - len(head))
+
+
+def parse_payload(data: bytes | str) -> tuple[int, int]:
+    if isinstance(data, str):
+        seq, sent, _ = data.split(" ", 2)
+    else:
+        seq, sent, _ = data.split(b" ", 2)
+    return int(seq), int(sent)
+
+
+def percentiles(samples: list[int]) -> dict[str, float]:
+    """p50/p99/p99.9 of nanosecond samples, in microseconds."""
+    if not samples:
+        return {}
+    samples.sort()
+    n = len(samples)
+    pick = lambda q: samples[min(n - 1, int(q * n))] / 1000.0  # noqa: E731
+    return {"p50_us": pick(0.50), "p99_us": pick(0.99), "p999_us": pick(0.999), "samples": n}
+
+
+# -- protocol clients ---------------------------------------------------------------------------------------------
+#
+# Every client is a picows WSListener with the same surface for the scenarios:
+#   await c.start(name)          connect + authenticate
+#   await c.subscribe(topic)     subscribe (and wait for the broker's answer)
+#   c.publish(topic, payload, key, qos=1, reply=None)
+#   c.on_message(payload, topic) callback (subscriber side; acks are sent by the client itself when auto_ack)
+#   c.on_confirm(key)            callback: the broker confirmed this publish (publish_response / PUBACK)
+#   c.on_acked(key)              callback (fastport only): ack_received
+
+
+def _ignore(*_args: Any) -> None:
+    return None
+
+
+class Client(WSListener):  # type: ignore[misc]
+    url = ""
+    subprotocol: str | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transport: WSTransport | None = None
+        self.on_message: Callable[[bytes | str, Any], None] = _ignore
+        self.on_confirm: Callable[[Any], None] = _ignore
+        self.on_acked: Callable[[Any], None] = _ignore
+        self.auto_ack = True
+        self.errors = 0
+        self._waiter: asyncio.Future[Any] | None = None
+        self.closed = False
+
+    @classmethod
+    async def open(cls, name: str) -> Client:
+        headers = {"Sec-WebSocket-Protocol": cls.subprotocol} if cls.subprotocol else None
+        _, client = await ws_connect(cls, cls.url, extra_headers=headers, read_buffer_init_size=4096,
+                                     websocket_handshake_timeout=30)
+        await client.start(name)
+        return client
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.closed = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(ConnectionError("disconnected"))
+
+    async def _wait(self, timeout: float = 30.0) -> Any:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            return await asyncio.wait_for(self._waiter, timeout)
+        finally:
+            self._waiter = None
+
+    def _resolve(self, value: Any) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(value)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.disconnect(graceful=False)
+
+    async def start(self, name: str) -> None:
+        raise NotImplementedError
+
+    async def subscribe(self, topic: str) -> None:
+        raise NotImplementedError
+
+    def publish(self, topic: str, payload: bytes, key: Any, qos: int = 1, reply: str | None = None) -> None:
+        raise NotImplementedError
+
+
+class FastportClient(Client):
+    session = "bench"
+    password = "pw"
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type != WSMsgType.TEXT:
+            return
+        msg = orjson.loads(frame.get_payload_as_memoryview())
+        kind = msg.get("type")
+        if kind == "message":
+            if self.auto_ack:
+                transport.send(WSMsgType.TEXT, b'{"type":"ack","messageId":%s}' % orjson.dumps(msg["messageId"]))
+            self.on_message(msg["data"], msg)
+        elif kind == "publish_response":
+            if msg.get("success"):
+                self.on_confirm(msg["messageId"])
+            else:
+                self.errors += 1
+        elif kind == "ack_received":
+            self.on_acked(msg["messageId"])
+        elif kind in ("init_response", "subscribe_response"):
+            if not msg.get("success"):
+                self.errors += 1
+            self._resolve(msg)
+        elif kind == "error":
+            self.errors += 1
+
+    async def start(self, name: str) -> None:
+        assert self.transport is not None
+        self.transport.send(WSMsgType.TEXT, orjson.dumps(
+            {"type": "init", "sessionName": self.session, "password": self.password}))
+        answer = await self._wait()
+        if not answer.get("success"):
+            raise RuntimeError(f"init failed: {answer}")
+
+    async def subscribe(self, topic: str) -> None:
+        assert self.transport is not None
+        self.transport.send(WSMsgType.TEXT, orjson.dumps({"type": "subscribe", "topic": topic}))
+        answer = await self._wait()
+        if not answer.get("success"):
+            raise RuntimeError(f"subscribe failed: {answer}")
+
+    def publish(self, topic: str, payload: bytes, key: Any, qos: int = 1, reply: str | None = None) -> None:
+        assert self.transport is not None
+        # The payload is ASCII without quotes or backslashes, so it goes into the JSON string as is.
+        self.transport.send(WSMsgType.TEXT, b'{"type":"publish","topic":"%s","data":"%s","messageId":"%s"}'
+                            % (topic.encode(), payload, str(key).encode()))
+
+
+class MQTTClient(Client):
+    subprotocol = "mqtt"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._parser = mqtt.Parser()
+        self._packet_ids = itertools.cycle(range(1, 65536))
+        self._pending: dict[int, Any] = {}  # packet id -> key of an unconfirmed QoS 1 publish
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type != WSMsgType.BINARY and frame.msg_type != WSMsgType.CONTINUATION:
+            return
+        for kind, flags, body in self._parser.feed(frame.get_payload_as_bytes()):
+            if kind == mqtt.PUBLISH:
+                topic, packet_id, payload = mqtt.parse_publish(flags, body)
+                if packet_id and self.auto_ack:
+                    transport.send(WSMsgType.BINARY, mqtt.puback(packet_id))
+                self.on_message(payload, topic)
+            elif kind == mqtt.PUBACK:
+                key = self._pending.pop(mqtt.packet_id_of(body), None)
+                if key is not None:
+                    self.on_confirm(key)
+            elif kind == mqtt.CONNACK:
+                self._resolve(body)
+            elif kind == mqtt.SUBACK:
+                self._resolve(body)
+
+    async def start(self, name: str) -> None:
+        assert self.transport is not None
+        self.transport.send(WSMsgType.BINARY, mqtt.connect(name))
+        body = await self._wait()
+        if body[1] != 0:
+            raise RuntimeError(f"CONNACK return code {body[1]}")
+
+    async def subscribe(self, topic: str) -> None:
+        assert self.transport is not None
+        self.transport.send(WSMsgType.BINARY, mqtt.subscribe(next(self._packet_ids), topic, 1))
+        body = await self._wait()
+        if body[2] == 0x80:
+            raise RuntimeError("SUBACK failure")
+
+    def publish(self, topic: str, payload: bytes, key: Any, qos: int = 1, reply: str | None = None) -> None:
+        assert self.transport is not None
+        packet_id = 0
+        if qos:
+            packet_id = next(self._packet_ids)
+            self._pending[packet_id] = key
+        self.transport.send(WSMsgType.BINARY, mqtt.publish(topic, payload, qos, packet_id))
+
+
+class NATSClient(Client):
+    """Core NATS text protocol over WebSocket (binary frames; the server may split or join protocol lines)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._buffer = b""
+        self._sids = itertools.count(1)
+        self._info = asyncio.get_event_loop().create_future()
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type not in (WSMsgType.BINARY, WSMsgType.TEXT, WSMsgType.CONTINUATION):
+            return
+        buffer = self._buffer + frame.get_payload_as_bytes() if self._buffer else frame.get_payload_as_bytes()
+        pos, end = 0, len(buffer)
+        while pos < end:
+            eol = buffer.find(b"\r\n", pos)
+            if eol < 0:
+                break
+            if buffer.startswith(b"MSG ", pos):
+                parts = buffer[pos + 4:eol].split(b" ")
+                size = int(parts[-1])
+                start = eol + 2
+                if start + size + 2 > end:
+                    break
+                self.on_message(buffer[start:start + size], parts)
+                pos = start + size + 2
+                continue
+            line = buffer[pos:eol]
+            pos = eol + 2
+            if line == b"PING":
+                transport.send(WSMsgType.BINARY, b"PONG\r\n")
+            elif line == b"PONG":
+                self._resolve(True)
+            elif line.startswith(b"INFO "):
+                if not self._info.done():
+                    self._info.set_result(line)
+            elif line.startswith(b"-ERR"):
+                self.errors += 1
+        self._buffer = buffer[pos:]
+
+    async def start(self, name: str) -> None:
+        assert self.transport is not None
+        await asyncio.wait_for(self._info, 30)
+        connect = orjson.dumps({"verbose": False, "pedantic": False, "protocol": 1, "name": name,
+                                "lang": "python", "version": "0", "headers": False})
+        self.transport.send(WSMsgType.BINARY, b"CONNECT " + connect + b"\r\nPING\r\n")
+        await self._wait()
+
+    async def subscribe(self, topic: str) -> None:
+        assert self.transport is not None
+        subject = topic.replace("/", ".").replace("#", ">")
+        self.transport.send(WSMsgType.BINARY, b"SUB %s %d\r\nPING\r\n" % (subject.encode(), next(self._sids)))
+        await self._wait()
+
+    def publish(self, topic: str, payload: bytes, key: Any, qos: int = 1, reply: str | None = None) -> None:
+        assert self.transport is not None
+        subject = topic.replace("/", ".").encode()
+        if reply:
+            head = b"PUB %s %s %d\r\n" % (subject, reply.replace("/", ".").encode(), len(payload))
+        else:
+            head = b"PUB %s %d\r\n" % (subject, len(payload))
+        self.transport.send(WSMsgType.BINARY, head + payload + b"\r\n")
+
+
+CLIENTS: dict[str, type[Client]] = {"fastport": FastportClient, "mqtt": MQTTClient, "nats": NATSClient}
+
+
+# -- scenarios --------------------------------------------------------------------------------------------------
+
+
+class Window:
+    """Times a measured window: wall clock, broker CPU, this process's CPU."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def begin(self) -> None:
+        self.wall0, self.cpu0, self.own0 = time.perf_counter(), broker_cpu_s(self.pid), time.process_time()
+
+    def end(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.wall0
+        return {"wall_s": wall, "broker_cpu_s": broker_cpu_s(self.pid) - self.cpu0,
+                "loadgen_cpu_pct": 100.0 * (time.process_time() - self.own0) / wall}
+
+
+async def open_many(cls: type[Client], count: int, prefix: str) -> list[Client]:
+    return [await cls.open(f"{prefix}-{os.getpid()}-{i}") for i in range(count)]
+
+
+def close_all(clients: list[Client]) -> None:
+    for client in clients:
+        client.close()
+
+
+async def scenario_fanout(cls: type[Client], args: argparse.Namespace, tag: str) -> dict[str, Any]:
+    topic = f"bench/{tag}/fanout"
+    subscribers = await open_many(cls, args.subscribers, f"{tag}-sub")
+    for sub in subscribers:
+        await sub.subscribe(topic)
+    publisher = await cls.open(f"{tag}-pub")
+    needed = args.subscribers + (0 if cls is NATSClient else 1)  # deliveries + the broker's confirmation
+    remaining: dict[int, int] = {}
+    counters = {"deliveries": 0, "completed": 0}
+    seqs = itertools.count()
+    running = True
+
+    def fill() -> None:
+        while running and len(remaining) < args.window:
+            seq = next(seqs)
+            remaining[seq] = needed
+            publisher.publish(topic, make_payload(seq, 0), f"{tag}-{seq}")
+
+    def done(seq: int) -> None:
+        left = remaining.get(seq)
+        if left is None:
+            return
+        if left == 1:
+            del remaining[seq]
+            counters["completed"] += 1
+            fill()
+        else:
+            remaining[seq] = left - 1
+
+    def on_message(data: bytes | str, _meta: Any) -> None:
+        counters["deliveries"] += 1
+        done(parse_payload(data)[0])
+
+    for sub in subscribers:
+        sub.on_message = on_message
+    publisher.on_confirm = lambda key: done(int(str(key).rsplit("-", 1)[1]) if isinstance(key, str) else key)
+    fill()
+    await asyncio.sleep(args.warmup)
+    window = Window(args.broker_pid)
+    start = dict(counters)
+    window.begin()
+    await asyncio.sleep(args.duration)
+    result = window.end()
+    deliveries = counters["deliveries"] - start["deliveries"]
+    running = False
+    await asyncio.sleep(0.5)
+    errors = sum(c.errors for c in subscribers) + publisher.errors
+    close_all([*subscribers, publisher])
+    result.update(deliveries=deliveries, deliveries_per_s=deliveries / result["wall_s"],
+                  messages_per_s=(counters["completed"] - start["completed"]) / result["wall_s"],
+                  cpu_us_per_delivery=1e6 * result["broker_cpu_s"] / max(1, deliveries),
+                  stalled=len(remaining), errors=errors, window=args.window, subscribers=args.subscribers)
+    return result
+
+
+async def scenario_latency(cls: type[Client], args: argparse.Namespace, tag: str) -> dict[str, Any]:
+    topic = f"bench/{tag}/latency"
+    subscribers = await open_many(cls, args.latency_subscribers, f"{tag}-lsub")
+    for sub in subscribers:
+        await sub.subscribe(topic)
+    publisher = await cls.open(f"{tag}-lpub")
+    samples: list[int] = []
+    recording = False
+
+    def on_message(data: bytes | str, _meta: Any) -> None:
+        if recording:
+            samples.append(now_ns() - parse_payload(data)[1])
+
+    for sub in subscribers:
+        sub.on_message = on_message
+    loop = asyncio.get_running_loop()
+    seqs = itertools.count()
+    rate = args.rate
+    total_s = args.warmup + args.latency_duration
+    started = loop.time()
+    sent = 0
+    window = Window(args.broker_pid)
+    while True:  # bounded by total_s
+        elapsed = loop.time() - started
+        if elapsed >= total_s:
+            break
+        if not recording and elapsed >= args.warmup:
+            recording = True
+            window.begin()
+            first_sent = sent
+        due = int(elapsed * rate) + 1
+        while sent < due:
+            seq = next(seqs)
+            publisher.publish(topic, make_payload(seq, now_ns()), f"{tag}-{seq}")
+            sent += 1
+        await asyncio.sleep(max(0.0, started + due / rate - loop.time()))
+    result = window.end()
+    recording = False
+    await asyncio.sleep(0.3)
+    close_all([*subscribers, publisher])
+    deliveries = len(samples)
+    result.update(percentiles(samples))
+    result.update(rate=rate, subscribers=args.latency_subscribers, deliveries=deliveries,
+                  expected=(sent - first_sent) * args.latency_subscribers,
+                  cpu_us_per_delivery=1e6 * result["broker_cpu_s"] / max(1, deliveries))
+    return result
+
+
+async def scenario_roundtrip(cls: type[Client], args: argparse.Namespace, tag: str, window_size: int) -> dict[str, Any]:
+    topic = f"bench/{tag}/rt{window_size}"
+    reply_topic = f"bench/{tag}/reply{window_size}"
+    subscriber = await cls.open(f"{tag}-rsub")
+    await subscriber.subscribe(topic)
+    publisher = await cls.open(f"{tag}-rpub")
+    if cls is not FastportClient:
+        await publisher.subscribe(reply_topic)
+    sent_at: dict[int, int] = {}
+    samples: list[int] = []
+    counters = {"completed": 0}
+    seqs = itertools.count()
+    running = True
+    recording = False
+
+    def fill() -> None:
+        while running and len(sent_at) < window_size:
+            seq = next(seqs)
+            sent_at[seq] = now_ns()
+            publisher.publish(topic, make_payload(seq, 0), f"{tag}-{seq}", reply=reply_topic)
+
+    def complete(seq: int) -> None:
+        started = sent_at.pop(seq, None)
+        if started is None:
+            return
+        counters["completed"] += 1
+        if recording:
+            samples.append(now_ns() - started)
+        fill()
+
+    if cls is FastportClient:
+        publisher.on_acked = lambda key: complete(int(key.rsplit("-", 1)[1]))
+    else:
+        # The subscriber answers on the reply topic (MQTT QoS 1 / NATS reply subject); its arrival completes.
+        def answer(data: bytes | str, _meta: Any) -> None:
+            seq = parse_payload(data)[0]
+            subscriber.publish(reply_topic, make_payload(seq, 0), ("reply", seq))
+
+        subscriber.on_message = answer
+        publisher.on_message = lambda data, _meta: complete(parse_payload(data)[0])
+    fill()
+    await asyncio.sleep(args.warmup)
+    window = Window(args.broker_pid)
+    start = counters["completed"]
+    recording = True
+    window.begin()
+    await asyncio.sleep(args.roundtrip_duration)
+    result = window.end()
+    recording = False
+    done = counters["completed"] - start
+    running = False
+    await asyncio.sleep(0.3)
+    close_all([subscriber, publisher])
+    result.update(percentiles(samples))
+    result.update(window=window_size, messages=done, messages_per_s=done / result["wall_s"],
+                  cpu_us_per_message=1e6 * result["broker_cpu_s"] / max(1, done))
+    return result
+
+
+async def scenario_connections(cls: type[Client], args: argparse.Namespace, tag: str) -> dict[str, Any]:
+    count, limit = args.connections, asyncio.Semaphore(args.concurrency)
+    clients: list[Client] = []
+    failures = 0
+
+    async def one(i: int) -> None:
+        nonlocal failures
+        async with limit:
+            try:
+                clients.append(await cls.open(f"{tag}-idle-{os.getpid()}-{i}"))
+            except Exception:  # noqa: BLE001 - counted and reported
+                failures += 1
+
+    gc.collect()
+    await asyncio.sleep(1.0)
+    rss_before = broker_rss_kib(args.broker_pid)
+    window = Window(args.broker_pid)
+    window.begin()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    storm = window.end()
+    for i, client in enumerate(clients):
+        await client.subscribe(f"idle/{tag}/{i}")
+    await asyncio.sleep(args.settle)
+    rss_after = broker_rss_kib(args.broker_pid)
+    opened = len(clients)
+    close_all(clients)
+    await asyncio.sleep(1.0)
+    return {
+        "connections": opened, "failures": failures,
+        "storm_per_s": opened / storm["wall_s"], "storm_wall_s": storm["wall_s"],
+        "storm_cpu_us_per_connection": 1e6 * storm["broker_cpu_s"] / max(1, opened),
+        "storm_loadgen_cpu_pct": storm["loadgen_cpu_pct"],
+        "rss_before_kib": rss_before, "rss_after_kib": rss_after,
+        "kib_per_connection": (rss_after - rss_before) / max(1, opened),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    cls = CLIENTS[args.kind]
+    cls.url = args.url
+    if cls is FastportClient:
+        FastportClient.session, FastportClient.password = args.session, args.password
+    tag = f"r{os.getpid()}"
+    results: dict[str, Any] = {}
+    for name in args.scenarios.split(","):
+        if name == "s1":
+            results["s1"] = await scenario_fanout(cls, args, tag)
+        elif name == "s2":
+            results["s2"] = await scenario_latency(cls, args, tag)
+        elif name == "s3":
+            results["s3"] = {str(w): await scenario_roundtrip(cls, args, f"{tag}w{w}", w) for w in args.windows}
+        elif name in ("s4", "s5"):
+            if "s4" not in results:
+                results["s4"] = await scenario_connections(cls, args, tag)
+        else:
+            raise SystemExit(f"unknown scenario {name!r}")
+        await asyncio.sleep(0.5)
+    return results
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="fastport benchmark load generator (one process)")
+    parser.add_argument("--kind", choices=sorted(CLIENTS), required=True)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--broker-pid", type=int, required=True)
+    parser.add_argument("--session", default="bench")
+    parser.add_argument("--password", default="pw")
+    parser.add_argument("--scenarios", default="s1,s2,s3,s4")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--duration", type=float, default=5.0, help="s1 measured seconds")
+    parser.add_argument("--subscribers", type=int, default=50)
+    parser.add_argument("--window", type=int, default=64, help="s1 publish window")
+    parser.add_argument("--latency-subscribers", type=int, default=10)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--latency-duration", type=float, default=5.0)
+    parser.add_argument("--windows", type=lambda s: [int(w) for w in s.split(",")], default=[1, 64])
+    parser.add_argument("--roundtrip-duration", type=float, default=3.0)
+    parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--settle", type=float, default=2.0)
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    results = uvloop.run(main_async(args))
+    sys.stdout.write(json.dumps(results) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,554 @@
+"""Benchmark fastport (compiled and pure-Python twins) against Mosquitto and NATS; write bench/RESULTS.md.
+
+Usage: ``python bench/run.py [--brokers ...] [--scenarios s1,s2,s3,s4] [--runs 3] [--quick]`` (bench/README.md).
+
+For each run and each broker: start a fresh broker pinned to ``--broker-cpu`` (fastport via
+``python -m fastport serve``, Mosquitto and NATS as private instances on free loopback ports with a WebSocket
+listener, in a temp dir), create the fastport session, run ``bench/loadgen.py`` pinned to ``--loadgen-cpu``
+(one process, one event loop), stop the broker by PID. Then ``bench/micro.py`` and, with ``--profile``, one more
+fastport S1 under py-spy. Every wait is bounded; every process started here is stopped here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import datetime
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
+SESSION, PASSWORD = "bench", "bench-pw"
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
+BROKERS = ("fastport", "fastport-py", "mosquitto", "nats")
+LABELS = {"fastport": "fastport (compiled)", "fastport-py": "fastport (pure Python)",
+          "mosquitto": "Mosquitto 2 (MQTT QoS 1)", "nats": "NATS 2 (core)"}
+PEERS = ("mosquitto", "nats")
+START_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def raise_nofile() -> None:
+    """preexec_fn: lift the open-file limit to the hard limit (10k connections need 10k descriptors)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def pinned(cpu: int, argv: list[str]) -> list[str]:
+    return ["taskset", "-c", str(cpu), *argv] if shutil.which("taskset") else argv
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"broker on port {port} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@dataclass
+class RunningBroker:
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+    http_port: int = 0
+    workdir: Path = field(default_factory=Path)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+
+
+def _spawn(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    log = cwd / "broker.log"
+    with log.open("wb") as handle:
+        return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, env=env,
+                                preexec_fn=raise_nofile)
+
+
+def start_fastport(name: str, workdir: Path, cpu: int) -> RunningBroker:
+    port = free_port()
+    env = {**os.environ, "FASTPORT_ADMIN_TOKEN": ADMIN_TOKEN}
+    env.pop("FASTPORT_NO_EXTENSIONS", None)
+    if name == "fastport-py":
+        env["FASTPORT_NO_EXTENSIONS"] = "1"
+    argv = pinned(cpu, [sys.executable, "-m", "fastport", "serve", "--port", str(port), "--data-dir",
+                        str(workdir / "data"), "--log-level", "warning"])
+    process = _spawn(argv, workdir, env)
+    broker = RunningBroker(name, process, f"ws://127.0.0.1:{port}/", port, workdir)
+    try:
+        wait_for_port(port, process, workdir / "broker.log")
+        health = http_json(port, "GET", "/health")
+        expected = "python" if name == "fastport-py" else "compiled"
+        if health.get("implementation") != expected:
+            raise RuntimeError(f"{name}: broker runs the {health.get('implementation')} twins, not {expected}")
+        answer = http_json(port, "POST", "/api/createSession", {
+            "sessionName": SESSION, "password": PASSWORD, "retryInterval": 30000, "maxRetryLimit": 10})
+        if answer.get("success") is not True:
+            raise RuntimeError(f"createSession failed: {answer}")
+    except BaseException:
+        broker.stop()
+        raise
+    return broker
+
+
+def start_mosquitto(workdir: Path, cpu: int) -> RunningBroker:
+    mqtt_port, ws_port = free_port(), free_port()
+    config = workdir / "mosquitto.conf"
+    config.write_text(
+        "persistence false\n"
+        "log_dest stderr\nlog_type error\nlog_type warning\n"
+        "max_queued_messages 10000\nmax_inflight_messages 100\n"
+        f"listener {mqtt_port} 127.0.0.1\nsocket_domain ipv4\nallow_anonymous true\n"
+        f"listener {ws_port} 127.0.0.1\nprotocol websockets\nsocket_domain ipv4\nallow_anonymous true\n"
+    )
+    process = _spawn(pinned(cpu, [MOSQUITTO, "-c", str(config)]), workdir)
+    broker = RunningBroker("mosquitto", process, f"ws://127.0.0.1:{ws_port}/", workdir=workdir)
+    try:
+        wait_for_port(ws_port, process, workdir / "broker.log")
+    except BaseException:
+        broker.stop()
+        raise
+    return broker
+
+
+def start_nats(workdir: Path, cpu: int) -> RunningBroker:
+    client_port, ws_port = free_port(), free_port()
+    config = workdir / "nats.conf"
+    config.write_text(
+        f"listen: 127.0.0.1:{client_port}\n"
+        "max_pending: 268435456\n"
+        f"websocket {{\n  host: 127.0.0.1\n  port: {ws_port}\n  no_tls: true\n  compression: false\n}}\n"
+    )
+    process = _spawn(pinned(cpu, [NATS, "-c", str(config)]), workdir)
+    broker = RunningBroker("nats", process, f"ws://127.0.0.1:{ws_port}/", workdir=workdir)
+    try:
+        wait_for_port(ws_port, process, workdir / "broker.log")
+    except BaseException:
+        broker.stop()
+        raise
+    return broker
+
+
+def start_broker(name: str, workdir: Path, cpu: int) -> RunningBroker:
+    if name.startswith("fastport"):
+        return start_fastport(name, workdir, cpu)
+    if name == "mosquitto":
+        return start_mosquitto(workdir, cpu)
+    return start_nats(workdir, cpu)
+
+
+def http_json(port: int, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method, headers={
+        "Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+@contextlib.contextmanager
+def broker_running(name: str, cpu: int) -> Iterator[RunningBroker]:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        broker = start_broker(name, Path(tmp), cpu)
+        try:
+            yield broker
+        finally:
+            broker.stop()
+
+
+def run_loadgen(broker: RunningBroker, args: argparse.Namespace, scenarios: str) -> dict[str, Any]:
+    kind = "fastport" if broker.name.startswith("fastport") else ("mqtt" if broker.name == "mosquitto" else "nats")
+    argv = [sys.executable, str(HERE / "loadgen.py"), "--kind", kind, "--url", broker.url,
+            "--broker-pid", str(broker.pid), "--session", SESSION, "--password", PASSWORD,
+            "--scenarios", scenarios, "--duration", str(args.duration), "--warmup", str(args.warmup),
+            "--window", str(args.window), "--subscribers", str(args.subscribers),
+            "--latency-duration", str(args.latency_duration), "--rate", str(args.rate),
+            "--roundtrip-duration", str(args.roundtrip_duration), "--connections", str(args.connections)]
+    env = {**os.environ}
+    env.pop("FASTPORT_NO_EXTENSIONS", None)
+    result = subprocess.run(pinned(args.loadgen_cpu, argv), capture_output=True, text=True, env=env,
+                            timeout=args.timeout, preexec_fn=raise_nofile)
+    if result.returncode != 0:
+        raise RuntimeError(f"loadgen for {broker.name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return parsed
+
+
+# -- profile --------------------------------------------------------------------------------------------------
+
+
+def profile_fanout(args: argparse.Namespace) -> list[str]:
+    """Run fastport (compiled) S1 under ``py-spy record``; return markdown lines with the top functions."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(py_spy).exists():
+        return ["py-spy is not installed (`pip install py-spy`); no profile."]
+    lines: list[str] = []
+    with broker_running("fastport", args.broker_cpu) as broker:
+        raw = broker.workdir / "profile.txt"
+        duration = int(args.warmup + args.duration + 3)
+        spy = subprocess.Popen(pinned(args.loadgen_cpu, [
+            py_spy, "record", "--pid", str(broker.pid), "--duration", str(duration), "--rate", "250",
+            "--format", "raw", "--output", str(raw), "--nonblocking", *(["--native"] if args.native else [])]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(1.0)
+        try:
+            result = run_loadgen(broker, args, "s1")
+        finally:
+            try:
+                _, err = spy.communicate(timeout=duration + 30)
+            except subprocess.TimeoutExpired:
+                os.kill(spy.pid, signal.SIGKILL)
+                _, err = spy.communicate(timeout=5)
+        if not raw.exists():
+            return [f"py-spy failed: {err.decode(errors='replace')[-500:]}"]
+        own, total, samples = collections.Counter(), collections.Counter(), 0
+        for line in raw.read_text(errors="replace").splitlines():
+            stack, _, count_text = line.rpartition(" ")
+            if not stack or not count_text.isdigit():
+                continue
+            count = int(count_text)
+            frames = [frame.strip() for frame in stack.split(";") if frame.strip()]
+            frames = [frame for frame in frames if not frame.startswith("process ") and not frame.startswith("thread ")]
+            if not frames:
+                continue
+            samples += count
+            own[frames[-1]] += count
+            for frame in set(frames):
+                total[frame] += count
+        s1 = result["s1"]
+        lines.append(f"py-spy `record --rate 250 --nonblocking{' --native' if args.native else ''}` on fastport "
+                     f"(compiled), S1 under the profiler: {s1['deliveries_per_s']:,.0f} deliveries/s, "
+                     f"{s1['cpu_us_per_delivery']:.2f} µs broker CPU per delivery, {samples} samples.")
+        lines.append("")
+        lines.append("| own (self) % | function (file:line) | inclusive % |")
+        lines.append("|---:|---|---:|")
+        for frame, count in own.most_common(args.profile_top):
+            lines.append(f"| {100 * count / samples:.1f} | `{frame}` | {100 * total[frame] / samples:.1f} |")
+        lines.append("")
+        lines.append("Inclusive time of the fastport functions on the hot path (a frame's share of all samples, "
+                     "children included):")
+        lines.append("")
+        lines.append("| inclusive % | function |")
+        lines.append("|---:|---|")
+        ours = [(frame, count) for frame, count in total.most_common() if "fastport" in frame]
+        for frame, count in ours[: args.profile_top]:
+            lines.append(f"| {100 * count / samples:.1f} | `{frame}` |")
+    return lines
+
+
+# -- report ---------------------------------------------------------------------------------------------------
+
+
+def first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0].strip() if text else "unknown"
+
+
+def machine_info() -> dict[str, str]:
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    from importlib.metadata import version
+
+    return {
+        "cpu": model, "cores": str(os.cpu_count()), "kernel": platform.release(),
+        "python": platform.python_version(),
+        "fastport": first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        "dirty": "yes" if first_line(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"])
+        not in ("", "unknown") else "no",
+        "mosquitto": first_line([MOSQUITTO, "-h"]), "nats": first_line([NATS, "--version"]),
+        "picows": version("picows"), "uvloop": version("uvloop"), "orjson": version("orjson"),
+    }
+
+
+def stats(values: list[float]) -> tuple[float, float, float]:
+    return min(values), statistics.median(values), max(values)
+
+
+def fmt(values: list[float], digits: int = 0) -> str:
+    if not values:
+        return "—"
+    low, mid, high = stats(values)
+    spec = f",.{digits}f"
+    if len(values) == 1:
+        return format(mid, spec)
+    return f"{mid:{spec}} ({low:{spec}}–{high:{spec}})"
+
+
+def ratio(mine: list[float], theirs: list[float]) -> str:
+    if not mine or not theirs or statistics.median(theirs) == 0:
+        return "—"
+    return f"{statistics.median(mine) / statistics.median(theirs):.2f}×"
+
+
+def collect(results: dict[str, list[dict[str, Any]]], name: str, *path: str) -> list[float]:
+    values = []
+    for run in results.get(name, []):
+        node: Any = run
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, (int, float)):
+            values.append(float(node))
+    return values
+
+
+def table(results: dict[str, list[dict[str, Any]]], brokers: list[str], columns: list[tuple[str, tuple[str, ...], int]],
+          ratio_path: tuple[str, ...], ratio_label: str) -> list[str]:
+    peers = [peer for peer in PEERS if peer in brokers]
+    head = ["broker", *[title for title, _, _ in columns], *[f"{ratio_label} vs {peer}" for peer in peers]]
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for name in brokers:
+        cells = [LABELS[name]]
+        cells += [fmt(collect(results, name, *path), digits) for _, path, digits in columns]
+        mine = collect(results, name, *ratio_path)
+        cells += [ratio(mine, collect(results, peer, *ratio_path)) if peer != name else "1.00×" for peer in peers]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def target_lines(results: dict[str, list[dict[str, Any]]], name: str) -> list[str]:
+    lines: list[str] = []
+
+    def med(broker: str, *path: str) -> float | None:
+        values = collect(results, broker, *path)
+        return statistics.median(values) if values else None
+
+    def check(title: str, mine: float | None, goal: float | None, lower_is_better: bool, unit: str) -> None:
+        if mine is None or goal is None:
+            lines.append(f"- {title}: not measured in this run.")
+            return
+        met = mine <= goal if lower_is_better else mine >= goal
+        gap = (mine / goal - 1) * 100 if goal else 0.0
+        verdict = "**met**" if met else f"**missed** by {abs(gap):.0f}%"
+        lines.append(f"- {title}: {mine:,.2f} {unit} vs target {goal:,.2f} {unit} — {verdict}.")
+
+    mosq_cpu = med("mosquitto", "s1", "cpu_us_per_delivery")
+    check(f"S1 broker CPU per delivery ≤ ½ Mosquitto QoS 1's ({LABELS[name]})",
+          med(name, "s1", "cpu_us_per_delivery"), None if mosq_cpu is None else mosq_cpu / 2, True, "µs")
+    check(f"S3 window-64 throughput ≥ Mosquitto QoS 1's ({LABELS[name]})",
+          med(name, "s3", "64", "messages_per_s"), med("mosquitto", "s3", "64", "messages_per_s"), False, "msg/s")
+    check(f"S2 p50 latency ≤ Mosquitto's ({LABELS[name]})",
+          med(name, "s2", "p50_us"), med("mosquitto", "s2", "p50_us"), True, "µs")
+    check(f"S4 ≤ 8 KiB per idle connection ({LABELS[name]})", med(name, "s4", "kib_per_connection"), 8.0, True, "KiB")
+    return lines
+
+
+def write_report(path: Path, args: argparse.Namespace, info: dict[str, str], brokers: list[str],
+                 results: dict[str, list[dict[str, Any]]], micro: str, profile: list[str],
+                 load: tuple[str, str], wall_s: float, notes: list[str]) -> None:
+    runs = {name: len(results.get(name, [])) for name in brokers}
+    out: list[str] = ["# fastport benchmark results", ""]
+    out.append(f"Written by `python bench/run.py {' '.join(sys.argv[1:])}` on "
+               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} in {wall_s / 60:.1f} min. "
+               "Cells are **median (min–max)** over the runs; ratio columns compare medians.")
+    out += ["", "## Machine and versions", "",
+            f"- CPU: {info['cpu']}, {info['cores']} cores; Linux {info['kernel']}",
+            f"- broker pinned to CPU {args.broker_cpu}, the one load generator process to CPU {args.loadgen_cpu} "
+            "(`taskset`)",
+            f"- load average (1/5/15 min) at start: {load[0]}; at end: {load[1]}",
+            f"- Python {info['python']}, picows {info['picows']}, uvloop {info['uvloop']}, orjson {info['orjson']}",
+            f"- fastport git {info['fastport']}" + (" (with uncommitted changes)" if info["dirty"] == "yes" else ""),
+            f"- {info['mosquitto']}; nats-server {info['nats']}",
+            f"- runs per broker: {', '.join(f'{LABELS[n]} {c}' for n, c in runs.items())}", ""]
+    out += [f"- {note}" for note in notes]
+    if notes:
+        out.append("")
+    out += ["## What is measured", "",
+            "See `bench/loadgen.py`'s docstring for the exact definitions. In short: all traffic is WebSocket on "
+            "127.0.0.1; fastport speaks its JSON frames, Mosquitto MQTT 3.1.1 (subprotocol `mqtt`), NATS its text "
+            "protocol. **Broker CPU** is utime+stime of the broker process over the measured window "
+            "(`/proc/PID/stat`), divided by deliveries. **Load generator CPU %** near 100 means the load generator, "
+            "not the broker, set the pace (one Python process saturates near 125k deliveries/s). NATS core has no "
+            "acknowledgements: its rows are fire-and-forget (S3: request/reply), so they are a lower bound on cost, "
+            "not like for like.", ""]
+    if "s1" in args.scenario_list:
+        out += [f"## S1 fan-out: 1 publisher → {args.subscribers} subscribers, 256 B, window {args.window}, "
+                "at-least-once", "",
+                "A message completes when the broker confirmed it to the publisher and every subscriber got it; "
+                "fastport subscribers ack each message, MQTT is QoS 1 both ways (PUBACKs).", ""]
+        out += table(results, brokers, [
+            ("deliveries/s", ("s1", "deliveries_per_s"), 0),
+            ("broker CPU µs/delivery", ("s1", "cpu_us_per_delivery"), 2),
+            ("load gen CPU %", ("s1", "loadgen_cpu_pct"), 0),
+        ], ("s1", "cpu_us_per_delivery"), "CPU/delivery")
+        out.append("")
+    if "s2" in args.scenario_list:
+        out += [f"## S2 latency: {args.rate:.0f} msg/s to 10 subscribers for {args.latency_duration:.0f} s", "",
+                "Publish-to-delivery time from a monotonic timestamp in the payload; acks on as in S1.", ""]
+        out += table(results, brokers, [
+            ("p50 µs", ("s2", "p50_us"), 0), ("p99 µs", ("s2", "p99_us"), 0), ("p99.9 µs", ("s2", "p999_us"), 0),
+            ("broker CPU µs/delivery", ("s2", "cpu_us_per_delivery"), 2),
+        ], ("s2", "p50_us"), "p50")
+        out.append("")
+    if "s3" in args.scenario_list:
+        out += ["## S3 acknowledged round trip, 1 publisher → 1 subscriber", "",
+                "fastport: publish → message → ack → `ack_received`. MQTT: there is no end-to-end ack, so the "
+                "subscriber answers each QoS 1 message with a QoS 1 publish on the publisher's reply topic "
+                "(same four hops, PUBACKs on each leg). NATS: request/reply, no acks. The window is the number "
+                "of messages the publisher keeps unconfirmed.", ""]
+        for window in ("1", "64"):
+            out += [f"### window {window}", ""]
+            out += table(results, brokers, [
+                ("messages/s", ("s3", window, "messages_per_s"), 0),
+                ("p50 µs", ("s3", window, "p50_us"), 0), ("p99 µs", ("s3", window, "p99_us"), 0),
+                ("broker CPU µs/message", ("s3", window, "cpu_us_per_message"), 2),
+                ("load gen CPU %", ("s3", window, "loadgen_cpu_pct"), 0),
+            ], ("s3", window, "messages_per_s"), "msg/s")
+            out.append("")
+    if "s4" in args.scenario_list or "s5" in args.scenario_list:
+        out += [f"## S4 memory: {args.connections:,} idle, authenticated, subscribed connections", "",
+                "Broker RSS growth (`VmRSS`) / connections, each with its own topic subscription, after a settle "
+                "time.", ""]
+        out += table(results, brokers, [
+            ("connections", ("s4", "connections"), 0),
+            ("KiB/connection", ("s4", "kib_per_connection"), 2),
+            ("RSS before MiB", ("s4", "rss_before_kib"), 0),
+        ], ("s4", "kib_per_connection"), "KiB")
+        out += ["", "## S5 connection storm", "",
+                f"The connect phase of S4: {args.connections:,} WebSocket handshakes + authentication "
+                "(fastport `init`, MQTT CONNECT/CONNACK, NATS CONNECT + PING/PONG), at most 100 in progress.", ""]
+        out += table(results, brokers, [
+            ("connections/s", ("s4", "storm_per_s"), 0),
+            ("broker CPU µs/connection", ("s4", "storm_cpu_us_per_connection"), 0),
+            ("load gen CPU %", ("s4", "storm_loadgen_cpu_pct"), 0),
+        ], ("s4", "storm_per_s"), "conn/s")
+        out.append("")
+    out += ["## Targets (reported, not asserted)", ""]
+    for name in brokers:
+        if name.startswith("fastport") and "mosquitto" in brokers:
+            out += target_lines(results, name)
+    out.append("")
+    if profile:
+        out += ["## Profile of fastport S1 (where the CPU goes)", ""] + profile + [""]
+    if micro:
+        out += ["## Micro-benchmarks of the `_speedups` twins (`python bench/micro.py`)", "", micro.strip(), ""]
+    out += ["## Raw results", "", "<details><summary>JSON per broker and run</summary>", "", "```json",
+            json.dumps(results, indent=1, sort_keys=True), "```", "", "</details>", ""]
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+
+
+def load_average() -> str:
+    with contextlib.suppress(OSError), open("/proc/loadavg", encoding="ascii") as handle:
+        return " ".join(handle.read().split()[:3])
+    return "unknown"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--brokers", default=",".join(BROKERS), help=f"comma list of {', '.join(BROKERS)}")
+    parser.add_argument("--scenarios", default="s1,s2,s3,s4", help="comma list of s1..s5 (s4 and s5 run together)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per broker (fresh broker each run; default 3)")
+    parser.add_argument("--duration", type=float, default=5.0, help="S1 measured seconds (default 5)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each window")
+    parser.add_argument("--window", type=int, default=64, help="S1 publish window (default 64)")
+    parser.add_argument("--subscribers", type=int, default=50, help="S1 subscribers (default 50)")
+    parser.add_argument("--rate", type=float, default=1000.0, help="S2 messages/s (default 1000)")
+    parser.add_argument("--latency-duration", type=float, default=5.0, help="S2 measured seconds (default 5)")
+    parser.add_argument("--roundtrip-duration", type=float, default=3.0, help="S3 seconds per window (default 3)")
+    parser.add_argument("--connections", type=int, default=10_000, help="S4/S5 connections (default 10000)")
+    parser.add_argument("--broker-cpu", type=int, default=1)
+    parser.add_argument("--loadgen-cpu", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=300.0, help="limit for one load generator process (s)")
+    parser.add_argument("--no-micro", dest="micro", action="store_false", help="skip bench/micro.py")
+    parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the py-spy profile")
+    parser.add_argument("--native", action="store_true", help="py-spy --native (C frames of Cython/picows too)")
+    parser.add_argument("--profile-top", type=int, default=15)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke settings: 1 run, 2 s windows, 1,000 connections")
+    parser.add_argument("--note", action="append", default=[], help="a line for RESULTS.md (e.g. machine busy)")
+    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.duration, args.latency_duration, args.roundtrip_duration = 1, 2.0, 2.0, 2.0
+        args.connections = 1000
+    args.scenario_list = args.scenarios.split(",")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    brokers = [name for name in args.brokers.split(",") if name]
+    unknown = set(brokers) - set(BROKERS)
+    if unknown:
+        raise SystemExit(f"unknown broker(s): {', '.join(sorted(unknown))}")
+    scenarios = ",".join(s for s in ("s1", "s2", "s3", "s4") if s in args.scenario_list
+                         or (s == "s4" and "s5" in args.scenario_list))
+    started = time.monotonic()
+    load_start = load_average()
+    info = machine_info()
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in brokers}
+    notes = list(args.note)
+    for run in range(args.runs):
+        for name in brokers:
+            print(f"[run {run + 1}/{args.runs}] {name}: {scenarios}", file=sys.stderr, flush=True)
+            try:
+                with broker_running(name, args.broker_cpu) as broker:
+                    results[name].append(run_loadgen(broker, args, scenarios))
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                message = f"run {run + 1} of {name} failed: {str(exc).splitlines()[0]}"
+                print(message, file=sys.stderr, flush=True)
+                notes.append(message)
+    micro = ""
+    if args.micro:
+        print("micro-benchmarks", file=sys.stderr, flush=True)
+        out = subprocess.run(pinned(args.broker_cpu, [sys.executable, str(HERE / "micro.py"), "--markdown"]),
+                             capture_output=True, text=True, timeout=600)
+        micro = out.stdout if out.returncode == 0 else f"micro.py failed:\n```\n{out.stderr[-2000:]}\n```"
+    profile: list[str] = []
+    if args.profile and "fastport" in brokers and "s1" in args.scenario_list:
+        print("profile: fastport S1 under py-spy", file=sys.stderr, flush=True)
+        try:
+            profile = profile_fanout(args)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            profile = [f"profiling failed: {exc}"]
+    write_report(args.output, args, info, brokers, results, micro, profile, (load_start, load_average()),
+                 time.monotonic() - started, notes)
+    print(f"wrote {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
