@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
 import sys
@@ -20,15 +19,21 @@ from typing import Any
 
 from fastport import __version__
 from fastport.config import (
+    DEFAULT_HANDSHAKE_TIMEOUT_S,
     DEFAULT_HOST,
+    DEFAULT_IDLE_TIMEOUT_S,
+    DEFAULT_INIT_TIMEOUT_S,
     DEFAULT_MAX_BODY_SIZE,
     DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_PING_TIMEOUT_S,
     DEFAULT_PORT,
+    LOG_FORMATS,
     LOG_LEVELS,
     ServerConfig,
     default_data_dir,
 )
 from fastport.errors import ConfigError
+from fastport.log import configure as configure_logging
 from fastport.server.admin import token_path
 
 _SIZE_RE = re.compile(r"(\d+)\s*(|k|kb|kib|m|mb|mib)", re.IGNORECASE)
@@ -41,6 +46,42 @@ def parse_size(text: str, name: str) -> int:
     if match is None:
         raise ConfigError(f"{name} must be a size such as 1048576, 512KiB or 1MiB, got {text!r}")
     return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(|s|ms)", re.IGNORECASE)
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def parse_duration(text: str, name: str) -> float:
+    """Parse ``10``, ``2.5s`` or ``500ms`` into seconds."""
+    match = _DURATION_RE.fullmatch(text.strip())
+    if match is None:
+        raise ConfigError(f"{name} must be a duration such as 10, 2.5s or 500ms, got {text!r}")
+    value = float(match.group(1))
+    return value / 1000 if match.group(2).lower() == "ms" else value
+
+
+def _duration(flag: str | None, name: str, default: float) -> float:
+    text = _setting(flag, name.upper().replace("-", "_"))
+    return default if text is None else parse_duration(text, name)
+
+
+def _flag(flag: bool, name: str) -> bool:
+    if flag:
+        return True
+    text = (os.environ.get(f"FASTPORT_{name}") or "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text and text not in _FALSE:
+        raise ConfigError(f"FASTPORT_{name} must be 1 or 0, got {text!r}")
+    return False
+
+
+def _origins(text: str | None) -> tuple[str, ...]:
+    if not text:
+        return ()
+    return tuple(part.strip().lower().rstrip("/") for part in text.split(",") if part.strip())
 
 
 def _setting(flag: str | None, name: str, *fallback_env: str) -> str | None:
@@ -80,19 +121,20 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         admin_token=_setting(None, "ADMIN_TOKEN"),
         tls_cert=Path(tls_cert) if tls_cert else None,
         tls_key=Path(tls_key) if tls_key else None,
+        log_format=(_setting(args.log_format, "LOG_FORMAT") or "text").lower(),
+        metrics_open=_flag(args.metrics_open, "METRICS_OPEN"),
+        http_head_timeout_s=_duration(args.handshake_timeout, "handshake-timeout", DEFAULT_HANDSHAKE_TIMEOUT_S),
+        init_timeout_s=_duration(args.init_timeout, "init-timeout", DEFAULT_INIT_TIMEOUT_S),
+        idle_timeout_s=_duration(args.idle_timeout, "idle-timeout", DEFAULT_IDLE_TIMEOUT_S),
+        ping_timeout_s=_duration(args.ping_timeout, "ping-timeout", DEFAULT_PING_TIMEOUT_S),
+        allowed_origins=_origins(_setting(args.allowed_origins, "ALLOWED_ORIGINS")),
     )
-
-
-def _configure_logging(level: int) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # picows logs every accepted connection at INFO; keep its chatter at our debug level only.
-    logging.getLogger("picows").setLevel(level if level <= logging.DEBUG else logging.WARNING)
 
 
 def _serve(args: argparse.Namespace) -> int:
     config = build_config(args)
     config.ssl_context()  # refuse an unreadable certificate before anything starts
-    _configure_logging(config.logging_level)
+    configure_logging(config.logging_level, config.log_format)
     from fastport.server.app import run
 
     run(config)
@@ -161,6 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", help=f"one of {', '.join(LOG_LEVELS)} (default info)")
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve https:// and wss:// (with --tls-key)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    serve.add_argument("--log-format", help=f"one of {', '.join(LOG_FORMATS)} (default text)")
+    serve.add_argument("--metrics-open", action="store_true", help="serve /metrics without the admin credential")
+    serve.add_argument(
+        "--handshake-timeout", help=f"seconds to send a request head or upgrade (default {DEFAULT_HANDSHAKE_TIMEOUT_S:g})"
+    )
+    serve.add_argument(
+        "--init-timeout", help=f"seconds from upgrade to a successful init (default {DEFAULT_INIT_TIMEOUT_S:g})"
+    )
+    serve.add_argument(
+        "--idle-timeout", help=f"ping a silent WebSocket after this many seconds; 0: never (default {DEFAULT_IDLE_TIMEOUT_S:g})"
+    )
+    serve.add_argument("--ping-timeout", help=f"close a peer not answering a ping (default {DEFAULT_PING_TIMEOUT_S:g})")
+    serve.add_argument("--allowed-origins", help="comma-separated Origin allow-list for upgrades (default: any)")
     serve.set_defaults(handler=_serve)
 
     session = commands.add_parser("session", help="create, drop, suspend or resume a session of a running broker")

@@ -22,6 +22,12 @@ DEFAULT_PORT: Final = 3000
 DEFAULT_MAX_FRAME_SIZE: Final = 1 << 20
 DEFAULT_MAX_BODY_SIZE: Final = 64 << 10
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS: Final = ("text", "json")
+DEFAULT_HANDSHAKE_TIMEOUT_S: Final = 10.0
+DEFAULT_INIT_TIMEOUT_S: Final = 10.0
+DEFAULT_IDLE_TIMEOUT_S: Final = 30.0
+DEFAULT_PING_TIMEOUT_S: Final = 10.0
+MAX_TIMEOUT_S: Final = 86_400.0
 
 # Session setting ranges. The lower bound on retryInterval and the upper bound on
 # maxRetryLimit are what keep a session's settings from causing a retry storm.
@@ -31,6 +37,17 @@ MESSAGE_EXPIRY_MS_RANGE: Final = (100, 30 * 86_400_000)
 MAX_SESSION_LIFETIME_MS: Final = 10 * 365 * 86_400_000
 DEFAULT_RETRY_INTERVAL_MS: Final = 5000
 DEFAULT_MAX_RETRY_LIMIT: Final = 100
+INFLIGHT_WINDOW_RANGE: Final = (1, 65_535)
+DEFAULT_INFLIGHT_WINDOW: Final = 1000
+MAX_QUEUED_MESSAGES_RANGE: Final = (0, 1_000_000)
+DEFAULT_MAX_QUEUED_MESSAGES: Final = 10_000
+MAX_QUEUED_BYTES_RANGE: Final = (0, 1 << 30)
+DEFAULT_MAX_QUEUED_BYTES: Final = 16 << 20
+QUEUE_OVERFLOW_POLICIES: Final = ("drop-new", "drop-oldest")
+DURABLE_TTL_MS_RANGE: Final = (1000, 30 * 86_400_000)
+DEFAULT_DURABLE_TTL_MS: Final = 3_600_000
+MAX_RETAINED_RANGE: Final = (0, 1_000_000)
+DEFAULT_MAX_RETAINED: Final = 10_000
 
 
 def default_data_dir() -> Path:
@@ -55,6 +72,16 @@ class ServerConfig:
         admin_token: Bearer admin token; None means read or create ``data_dir/admin-token``.
         tls_cert: PEM certificate chain; with ``tls_key``, serve https:// and wss:// on the port.
         tls_key: PEM private key of ``tls_cert``.
+        http_head_timeout_s: time from accept to a complete request head (a REST request or the
+            WebSocket upgrade: the opening handshake); later 408 and close.
+        ws_handshake_timeout_s: picows's own bound on its part of the upgrade.
+        log_format: ``text`` or ``json`` (one JSON object per line).
+        metrics_open: serve ``GET /metrics`` without the admin credential.
+        init_timeout_s: time from the upgrade to a successful ``init``; later close 4003.
+        idle_timeout_s: ping a WebSocket peer silent for this long (0: never).
+        ping_timeout_s: close (1001) a peer that has not answered a ping within this.
+        allowed_origins: ``Origin`` values allowed to upgrade (lowercase, no trailing ``/``);
+            empty allows all. An upgrade without ``Origin`` (not a browser) is always allowed.
     """
 
     host: str = DEFAULT_HOST
@@ -68,8 +95,14 @@ class ServerConfig:
     admin_token: str | None = field(default=None, repr=False)
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    http_head_timeout_s: float = 10.0
+    http_head_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S
     ws_handshake_timeout_s: float = 5.0
+    log_format: str = "text"
+    metrics_open: bool = False
+    init_timeout_s: float = DEFAULT_INIT_TIMEOUT_S
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    ping_timeout_s: float = DEFAULT_PING_TIMEOUT_S
+    allowed_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -88,6 +121,21 @@ class ServerConfig:
             raise ConfigError("tls-cert and tls-key must be given together")
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("admin token must be at least 16 characters")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log-format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
+        for name, value, low in (
+            ("handshake-timeout", self.http_head_timeout_s, 0.05),
+            ("init-timeout", self.init_timeout_s, 0.05),
+            ("ping-timeout", self.ping_timeout_s, 0.05),
+            ("idle-timeout", self.idle_timeout_s, 0.0),
+        ):
+            if not low <= value <= MAX_TIMEOUT_S:
+                raise ConfigError(f"{name} must be {low:g}-{MAX_TIMEOUT_S:g} seconds, got {value:g}")
+        if self.idle_timeout_s and self.ping_timeout_s > self.idle_timeout_s:
+            raise ConfigError("ping-timeout must not exceed idle-timeout")
+        for origin in self.allowed_origins:
+            if not origin or origin != origin.strip().lower().rstrip("/") or "://" not in origin:
+                raise ConfigError(f"allowed origin must look like https://example.com, got {origin!r}")
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The server TLS context, or None for plain HTTP/WebSocket.
@@ -157,12 +205,24 @@ class SessionSettings:
         max_retry_limit: redeliveries before a message is dropped.
         message_expiry_ms: lifetime of a message from its publish, or None (bounded by retries).
         expires_at_ms: wall-clock epoch ms at which the session ends, or None.
+        inflight_window: messages sent and unacked per subscriber before further ones wait in its queue.
+        max_queued_messages: messages a subscriber's queue holds (waiting for the window or a reconnect).
+        max_queued_bytes: payload bytes a subscriber's queue holds.
+        queue_overflow: ``drop-new`` (refuse the arriving message) or ``drop-oldest`` when a queue is full.
+        durable_ttl_ms: how long a disconnected durable client's state is kept.
+        max_retained: retained topics kept per session.
     """
 
     retry_interval_ms: int = DEFAULT_RETRY_INTERVAL_MS
     max_retry_limit: int = DEFAULT_MAX_RETRY_LIMIT
     message_expiry_ms: int | None = None
     expires_at_ms: int | None = None
+    inflight_window: int = DEFAULT_INFLIGHT_WINDOW
+    max_queued_messages: int = DEFAULT_MAX_QUEUED_MESSAGES
+    max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
+    queue_overflow: str = "drop-new"
+    durable_ttl_ms: int = DEFAULT_DURABLE_TTL_MS
+    max_retained: int = DEFAULT_MAX_RETAINED
 
     @classmethod
     def from_request(cls, body: dict[str, Any], now_ms: int) -> SessionSettings:
@@ -179,12 +239,40 @@ class SessionSettings:
         message_expiry_ms = (
             None if expiry is None else _int_setting(body, "messageExpiryTime", 0, MESSAGE_EXPIRY_MS_RANGE)
         )
+        overflow = body.get("queueOverflow", "drop-new")
+        if overflow not in QUEUE_OVERFLOW_POLICIES:
+            raise ConfigError(
+                f"queueOverflow must be one of {', '.join(QUEUE_OVERFLOW_POLICIES)}", field="queueOverflow"
+            )
         return cls(
             retry_interval_ms=_int_setting(body, "retryInterval", DEFAULT_RETRY_INTERVAL_MS, RETRY_INTERVAL_MS_RANGE),
             max_retry_limit=_int_setting(body, "maxRetryLimit", DEFAULT_MAX_RETRY_LIMIT, MAX_RETRY_LIMIT_RANGE),
             message_expiry_ms=message_expiry_ms,
             expires_at_ms=_expiry_setting(body.get("sessionExpiry"), now_ms),
+            inflight_window=_int_setting(body, "inflightWindow", DEFAULT_INFLIGHT_WINDOW, INFLIGHT_WINDOW_RANGE),
+            max_queued_messages=_int_setting(
+                body, "maxQueuedMessages", DEFAULT_MAX_QUEUED_MESSAGES, MAX_QUEUED_MESSAGES_RANGE
+            ),
+            max_queued_bytes=_int_setting(body, "maxQueuedBytes", DEFAULT_MAX_QUEUED_BYTES, MAX_QUEUED_BYTES_RANGE),
+            queue_overflow=overflow,
+            durable_ttl_ms=_int_setting(body, "durableTtl", DEFAULT_DURABLE_TTL_MS, DURABLE_TTL_MS_RANGE),
+            max_retained=_int_setting(body, "maxRetained", DEFAULT_MAX_RETAINED, MAX_RETAINED_RANGE),
         )
+
+    def to_response(self) -> dict[str, Any]:
+        """The settings as the fields of a ``createSession`` response."""
+        return {
+            "retryInterval": self.retry_interval_ms,
+            "maxRetryLimit": self.max_retry_limit,
+            "messageExpiryTime": self.message_expiry_ms,
+            "sessionExpiry": self.expires_at_ms,
+            "inflightWindow": self.inflight_window,
+            "maxQueuedMessages": self.max_queued_messages,
+            "maxQueuedBytes": self.max_queued_bytes,
+            "queueOverflow": self.queue_overflow,
+            "durableTtl": self.durable_ttl_ms,
+            "maxRetained": self.max_retained,
+        }
 
 
 __all__ = ["ServerConfig", "SessionSettings", "default_data_dir"]

@@ -55,6 +55,7 @@ class ErrorCode(IntEnum):
     # 4xxx: limits
     LIMIT_EXCEEDED = 4001
     BODY_TOO_LARGE = 4002
+    QUEUE_OVERFLOW = 4003
     # 5xxx: the broker failed
     INTERNAL = 5000
 
@@ -71,6 +72,8 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
     SESSION_DROPPED = 4001
     SESSION_EXPIRED = 4002
+    INIT_TIMEOUT = 4003
+    CLIENT_TAKEN_OVER = 4004
 
 
 class FastportError(Exception):

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
     from fastport.broker.sessions import Session
+    from fastport.broker.subscriber import Subscriber
+    from fastport.protocol.frames import Will
 
 #: Frames queued while ``init`` is being checked; more is a client bug.
 MAX_FRAMES_DURING_INIT: Final = 256
@@ -43,6 +45,14 @@ class Sink(Protocol):
     def is_open(self) -> bool:
         """False once the transport is closing or closed."""
 
+    @property
+    def backlog(self) -> int:
+        """Bytes written to the transport and not yet handed to the socket."""
+
+    @property
+    def paused(self) -> bool:
+        """True while the transport's buffer is over its high-water mark."""
+
 
 class ConnState(IntEnum):
     """Lifecycle states of a ``Connection``."""
@@ -56,15 +66,16 @@ class ConnState(IntEnum):
 class Connection:
     """One WebSocket client, as the broker sees it."""
 
-    __slots__ = ("id", "sink", "state", "session", "subscriptions", "user_id", "queued", "files", "remote")
+    __slots__ = ("id", "sink", "state", "session", "subscriber", "user_id", "will", "queued", "files", "remote")
 
     def __init__(self, sink: Sink, remote: str = "") -> None:
         self.id = next(_ids)
         self.sink = sink
         self.state = ConnState.AWAIT_INIT
         self.session: Session | None = None
-        self.subscriptions: set[str] = set()
+        self.subscriber: Subscriber | None = None
         self.user_id: str | None = None
+        self.will: Will | None = None
         self.queued: deque[bytes] | None = None
         self.files: dict[str, str] | None = None
         self.remote = remote

@@ -20,10 +20,11 @@ from fastport.broker.connection import MAX_FRAMES_DURING_INIT, MAX_OPEN_FILES, C
 from fastport.broker.delivery import Delivery
 from fastport.broker.scheduler import Scheduler
 from fastport.broker.sessions import Session, SessionRegistry
+from fastport.broker.subscriber import Subscriber
 from fastport.config import SessionSettings
 from fastport.errors import CloseCode, ErrorCode, FastportError, InvalidUtf8, LimitExceeded, ProtocolError
 from fastport.protocol import codec
-from fastport.protocol.frames import Ack, ClientFrame, FileControl, Init, Publish, Subscribe, Unsubscribe
+from fastport.protocol.frames import Ack, Disconnect, FileControl, Init, Publish, Subscribe, Unsubscribe
 from fastport.protocol.topics import validate_filter, validate_topic
 
 logger = logging.getLogger("fastport.broker")
@@ -78,7 +79,9 @@ class Broker:
             Unsubscribe: self._on_unsubscribe,
             Init: self._on_init,
             FileControl: self._on_file_control,
+            Disconnect: self._on_disconnect,
         }
+        self._closing = False
 
     # ----------------------------------------------------------------- connections
 
@@ -87,8 +90,13 @@ class Broker:
         self.connection_count += 1
         return Connection(sink, remote)
 
-    def disconnect(self, conn: Connection) -> None:
-        """Forget a closed connection: its subscriptions go; its unacked messages are dropped at their next retry."""
+    def disconnect(self, conn: Connection, clean: bool = False) -> None:
+        """Forget a closed connection.
+
+        A durable client's subscriber is kept for its TTL; any other subscriber is released
+        (its unacked messages stop waiting for it). Unless the connection ended cleanly
+        (close code 1000 or a ``disconnect`` frame), its last will is published.
+        """
         if conn.state is ConnState.CLOSED:
             return
         conn.state = ConnState.CLOSED
@@ -97,10 +105,13 @@ class Broker:
         session = conn.session
         if session is None:
             return
-        for topic_filter in conn.subscriptions:
-            session.index.discard(topic_filter, conn)
-        conn.subscriptions.clear()
         session.connections.discard(conn)
+        subscriber = conn.subscriber
+        if subscriber is not None and subscriber.connection is conn:
+            self.delivery.detach(subscriber)
+        will, conn.will = conn.will, None
+        if will is not None and not clean and not session.dropped and not self._closing:
+            self.delivery.publish_will(session, will)
 
     def receive(self, conn: Connection, payload: bytes) -> None:
         """Handle one complete text frame from ``conn``."""
@@ -142,9 +153,8 @@ class Broker:
             return
         session = conn.session
         assert session is not None
-        for subscriber in session.index.match(topic):
-            if subscriber is not conn and subscriber.sink.is_open:
-                subscriber.sink.send_binary(payload)
+        for target in self._others(session, topic, conn):
+            target.sink.send_binary(payload)
 
     def _queue_during_init(self, conn: Connection, payload: bytes) -> None:
         queued = conn.queued
@@ -170,6 +180,13 @@ class Broker:
         if conn.state is ConnState.OPEN:
             self._reject(conn, _ALREADY_INITIALIZED, "init_response")
             return
+        if frame.will is not None:
+            try:
+                validate_topic(frame.will.topic)
+            except ProtocolError as exc:
+                self._reject(conn, ProtocolError(f"will: {exc.error}", code=exc.error_code, field="will.topic"),
+                             "init_response")
+                return
         conn.state = ConnState.AUTHENTICATING
         task = self.loop.create_task(self._authenticate(conn, frame))
         self._tasks.add(task)
@@ -191,16 +208,48 @@ class Broker:
         else:
             if conn.state is not ConnState.AUTHENTICATING:
                 return
-            conn.state = ConnState.OPEN
-            conn.session = session
-            conn.user_id = frame.user_id
-            session.connections.add(conn)
-            conn.sink.send(codec.encode({"type": "init_response", "success": True, "sessionName": session.name}))
+            self._open(conn, session, frame)
         queued = conn.queued
         while queued and conn.state is not ConnState.AUTHENTICATING and conn.state is not ConnState.CLOSED:
             self.receive(conn, queued.popleft())
         if not queued:
             conn.queued = None
+
+    def _open(self, conn: Connection, session: Session, frame: Init) -> None:
+        """Bind an authenticated connection to its session and its (maybe resumed) subscriber."""
+        conn.state = ConnState.OPEN
+        conn.session = session
+        conn.user_id = frame.user_id
+        conn.will = frame.will
+        session.connections.add(conn)
+        response: dict[str, Any] = {"type": "init_response", "success": True, "sessionName": session.name}
+        client_id = frame.client_id
+        subscriber = session.clients.get(client_id) if client_id is not None else None
+        if subscriber is not None:
+            previous = subscriber.connection
+            if previous is not None:
+                logger.info("session %r: client %r taken over by connection #%d", session.name, client_id, conn.id)
+                previous.subscriber = None
+                self.delivery.detach(subscriber)
+                previous.sink.close(CloseCode.CLIENT_TAKEN_OVER, "client taken over by a new connection")
+            if not (subscriber.durable and frame.durable) or subscriber.released:
+                self.delivery.release_subscriber(subscriber)
+                subscriber = None
+        resumed = subscriber is not None
+        if subscriber is None:
+            subscriber = self.delivery.new_subscriber(session, client_id, frame.durable)
+            if client_id is not None:
+                session.clients[client_id] = subscriber
+        conn.subscriber = subscriber
+        if client_id is not None:
+            response["resumed"] = resumed
+        if resumed:
+            response["subscriptions"] = sorted(subscriber.filters)
+        conn.sink.send(codec.encode(response))
+        if resumed:
+            self.delivery.resume(subscriber, conn)
+        else:
+            subscriber.connection = conn
 
     def _session_of(self, conn: Connection) -> Session:
         if conn.state is not ConnState.OPEN:
@@ -209,25 +258,33 @@ class Broker:
         assert session is not None
         return session
 
-    def _on_subscribe(self, conn: Connection, frame: Subscribe) -> None:
+    def _subscriber_of(self, conn: Connection) -> tuple[Session, Subscriber]:
         session = self._session_of(conn)
+        subscriber = conn.subscriber
+        assert subscriber is not None
+        return session, subscriber
+
+    def _on_subscribe(self, conn: Connection, frame: Subscribe) -> None:
+        session, subscriber = self._subscriber_of(conn)
         try:
             topic_filter = validate_filter(frame.topic)
         except ProtocolError as exc:
             self._reject(conn, exc, "subscribe_response", topic=frame.topic)
             return
-        session.index.add(topic_filter, conn)
-        conn.subscriptions.add(topic_filter)
+        session.index.add(topic_filter, subscriber, frame.qos)
+        subscriber.filters[topic_filter] = frame.qos
         conn.sink.send(codec.encode({"type": "subscribe_response", "success": True, "topic": topic_filter}))
+        if session.retained:
+            self.delivery.send_retained(subscriber, topic_filter, frame.qos)
 
     def _on_unsubscribe(self, conn: Connection, frame: Unsubscribe) -> None:
-        session = self._session_of(conn)
-        if frame.topic not in conn.subscriptions:
+        session, subscriber = self._subscriber_of(conn)
+        if frame.topic not in subscriber.filters:
             error = ProtocolError("Not subscribed", code=ErrorCode.NOT_SUBSCRIBED, field="topic")
             self._reject(conn, error, "unsubscribe_response", topic=frame.topic)
             return
-        session.index.discard(frame.topic, conn)
-        conn.subscriptions.discard(frame.topic)
+        session.index.discard(frame.topic, subscriber)
+        del subscriber.filters[frame.topic]
         conn.sink.send(codec.encode({"type": "unsubscribe_response", "success": True, "topic": frame.topic}))
 
     def _on_publish(self, conn: Connection, frame: Publish) -> None:
@@ -240,14 +297,19 @@ class Broker:
         except ProtocolError as exc:
             self._reject(conn, exc, "publish_response", messageId=frame.message_id)
             return
-        conn.sink.send(self.delivery.publish(session, conn, frame))
+        self.delivery.publish(session, conn, frame)
 
     def _on_ack(self, conn: Connection, frame: Ack) -> None:
-        session = self._session_of(conn)
+        _, subscriber = self._subscriber_of(conn)
         try:
-            self.delivery.ack(session, conn, frame.message_id)
+            self.delivery.ack(subscriber, frame.message_id)
         except ProtocolError as exc:
             self._reject(conn, exc, None, messageId=frame.message_id)
+
+    def _on_disconnect(self, conn: Connection, frame: Disconnect) -> None:
+        self._session_of(conn)
+        conn.will = None
+        conn.sink.close(CloseCode.NORMAL, "bye")
 
     def _on_file_control(self, conn: Connection, frame: FileControl) -> None:
         session = self._session_of(conn)
@@ -261,9 +323,18 @@ class Broker:
             files[frame.file_id] = frame.topic
         elif files is None or files.pop(frame.file_id, None) is None:
             raise ProtocolError("end_file without init_file", code=ErrorCode.NOT_SUBSCRIBED, field="fileId")
-        for subscriber in session.index.match(frame.topic):
-            if subscriber is not conn and subscriber.sink.is_open:
-                subscriber.sink.send(frame.raw)
+        for target in self._others(session, frame.topic, conn):
+            target.sink.send(frame.raw)
+
+    @staticmethod
+    def _others(session: Session, topic: str, conn: Connection) -> list[Connection]:
+        """The open connections, other than ``conn``, subscribed to ``topic``."""
+        targets = []
+        for subscriber in session.index.match(topic):
+            target = subscriber.connection
+            if target is not None and target is not conn and target.sink.is_open:
+                targets.append(target)
+        return targets
 
     # -------------------------------------------------------------------- sessions
 
@@ -306,11 +377,11 @@ class Broker:
         self.sessions.remove(session)
         if session.expiry_handle is not None:
             self.scheduler.cancel(session.expiry_handle)
-        self.delivery.forget_session(session)
         for conn in list(session.connections):
             self.disconnect(conn)
             conn.sink.close(code, reason)
         session.connections.clear()
+        self.delivery.forget_session(session)
 
     # ----------------------------------------------------------------------- stats
 
@@ -320,11 +391,12 @@ class Broker:
             "uptimeSeconds": round(time.monotonic() - self.started_monotonic, 3),
             "sessions": len(self.sessions),
             "connections": self.connection_count,
-            "inflightMessages": sum(len(session.inflight) for session in self.sessions),
+            "inflightMessages": sum(session.live_messages for session in self.sessions),
         }
 
     def close(self) -> None:
-        """Stop timers and pending ``init`` checks (server shutdown)."""
+        """Stop timers and pending ``init`` checks (server shutdown); no last will is published after this."""
+        self._closing = True
         self.scheduler.close()
         for task in list(self._tasks):
             task.cancel()

@@ -1,28 +1,39 @@
-"""At-least-once delivery: the inflight table, acks, redeliveries and expiry.
+"""Delivery: fan-out, per-subscriber at-least-once, queues, retained messages and dedupe.
 
-Rules (``shared/spec/PROTOCOL.md`` §5):
+Rules (``docs/protocol.md`` §6):
 
-* a message is keyed by (session, messageId): each session owns its inflight table;
-* it is held until every connection it was delivered to has acked it; only an ack
-  from such a connection counts, and one subscriber's ack never ends another's retries;
-* the publisher gets ``ack_received`` on the first ack;
-* unacked copies are redelivered with ``"retry": k`` every ``retryInterval``, at most
-  ``maxRetryLimit`` times, and never once ``messageExpiryTime`` has passed (checked
-  before every redelivery; the message is also dropped at its expiry);
-* a publish whose messageId is still inflight (a client retry) is not fanned out again.
-
-Every retry and expiry is one entry in the broker's single ``Scheduler``.
+* A published message is tracked per (subscriber, message): each subscriber keeps its own
+  ``inflight`` entry with its own retry count; one subscriber's ack never ends another's
+  redelivery. Only an ack from the subscriber it was delivered to counts.
+* The publisher gets ``ack_received`` on the first ack. The message is complete when every
+  target acked it, or it expired or ran out of retries for that target.
+* Redeliveries (``"retry": k``) go only to subscribers that have not acked, every
+  ``retryInterval``, at most ``maxRetryLimit`` times, never after ``messageExpiryTime``, and
+  not while the subscriber's socket still has unsent bytes (the previous copy may sit there).
+* QoS 0 (the lower of the publish's and the subscription's level) is sent once, marked
+  ``"qos": 0``, never held, retried or acked; it is dropped (and counted) for a subscriber
+  that is offline or whose socket is backed up.
+* Per subscriber, first deliveries follow publish order: at most ``inflightWindow`` messages
+  are unacked at once; further ones wait in its bounded queue (``maxQueuedMessages``,
+  ``maxQueuedBytes``); overflow follows ``queueOverflow`` and is counted and reported.
+* A publish whose (session, messageId) was accepted within the dedupe window is not fanned
+  out again. The window lasts as long as the message may live (its expiry, else retries
+  times interval), bounded per session by ``DEDUPE_CAPACITY`` ids.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING, Final
 
-from fastport.errors import ErrorCode, ProtocolError
+from fastport.broker.subscriber import DurableExpiry, Inflight, Subscriber
+from fastport.errors import ErrorCode, LimitExceeded, ProtocolError
 from fastport.protocol import codec
-from fastport.protocol.frames import Publish
+from fastport.protocol.frames import QOS_AT_LEAST_ONCE, QOS_AT_MOST_ONCE, Publish, Will
+from fastport.protocol.topics import filter_matches
 
 if TYPE_CHECKING:
     from fastport.broker.connection import Connection
@@ -31,55 +42,84 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("fastport.delivery")
 
+#: Message ids remembered per session for dedupe, at most.
+DEDUPE_CAPACITY: Final = 100_000
 
-class InflightMessage:
-    """A published message some subscribers have not acked yet."""
+
+class Message:
+    """One accepted publish and its delivery bookkeeping across subscribers."""
 
     __slots__ = (
-        "delivery",
         "session",
+        "message_id",
+        "topic",
         "publish",
         "timestamp",
+        "qos",
+        "seq",
+        "size",
         "publisher",
+        "frame",
         "pending",
-        "delivered_to",
-        "attempts",
-        "expires_at_ms",
         "acked",
-        "timer",
+        "delivered_to",
+        "expires_at_ms",
+        "dedupe_until_ms",
+        "retained",
+        "_retry_frame",
+        "_retry_k",
     )
 
     def __init__(
         self,
-        delivery: Delivery,
         session: Session,
         publish: Publish,
         timestamp: int | float,
-        publisher: Connection,
-        pending: set[Connection],
-        expires_at_ms: int | None,
+        seq: int,
+        publisher: Connection | None,
+        now_ms: int,
+        retained: bool = False,
     ) -> None:
-        self.delivery = delivery
+        settings = session.settings
         self.session = session
-        self.publish = publish
+        self.message_id = publish.message_id
+        self.topic = publish.topic
+        self.publish: Publish | None = publish
         self.timestamp = timestamp
+        self.qos = publish.qos
+        self.seq = seq
+        self.size = len(publish.data)
         self.publisher = publisher
-        self.pending = pending
-        self.delivered_to = len(pending)
-        self.attempts = 0
-        self.expires_at_ms = expires_at_ms
+        self.frame: bytes | None = codec.encode_message(publish, timestamp, retained=retained)
+        self.pending = 0
         self.acked = False
-        self.timer = 0
+        self.delivered_to = 0
+        expiry = settings.message_expiry_ms
+        self.expires_at_ms = None if expiry is None else now_ms + expiry
+        lifetime = expiry if expiry is not None else settings.retry_interval_ms * (settings.max_retry_limit + 1)
+        self.dedupe_until_ms = now_ms + lifetime
+        self.retained = retained
+        self._retry_frame: bytes | None = None
+        self._retry_k = 0
 
-    def on_timer(self, now_ms: int) -> None:
-        """Redeliver or drop: the scheduler calls this at the retry or expiry deadline."""
-        self.delivery.on_deadline(self, now_ms)
+    def retry_frame(self, attempt: int) -> bytes:
+        """The ``message`` frame of redelivery ``attempt`` (cached: many subscribers share a k)."""
+        if self._retry_k != attempt or self._retry_frame is None:
+            assert self.publish is not None
+            self._retry_frame = codec.encode_message(
+                self.publish, self.timestamp, retry=attempt, retained=self.retained
+            )
+            self._retry_k = attempt
+        return self._retry_frame
+
+    def qos0_frame(self) -> bytes:
+        """The ``message`` frame of an at-most-once delivery (``"qos": 0``: do not ack)."""
+        assert self.publish is not None
+        return codec.encode_message(self.publish, self.timestamp, qos=QOS_AT_MOST_ONCE, retained=self.retained)
 
 
 class Delivery:
-    """Fan-out of publishes and the at-least-once bookkeeping of every session."""
-
-    __slots__ = ("_scheduler", "published", "deliveries", "acks", "redeliveries", "expired", "exhausted")
+    """Fan-out and at-least-once bookkeeping for every session of the broker."""
 
     def __init__(self, scheduler: Scheduler) -> None:
         self._scheduler = scheduler
@@ -89,142 +129,374 @@ class Delivery:
         self.redeliveries = 0
         self.expired = 0
         self.exhausted = 0
+        self.duplicates = 0
+        self.dropped_qos0 = 0
+        self.queue_overflows = 0
+        self.retained_evictions = 0
+        self.wills_published = 0
+        self.durable_expired = 0
 
-    def publish(self, session: Session, publisher: Connection, publish: Publish) -> bytes:
-        """Fan ``publish`` out to the session's subscribers of its topic.
+    # ------------------------------------------------------------------ publish
 
-        Returns:
-            The ``publish_response`` frame for the publisher.
-        """
-        message_id = publish.message_id
-        held = session.inflight.get(message_id)
-        if held is not None:
-            # A client retry, maybe from a new connection: later ack_received go there.
+    def publish(self, session: Session, publisher: Connection | None, publish: Publish) -> None:
+        """Fan ``publish`` out to the session's matching subscribers and answer the publisher."""
+        now = self._scheduler.now_ms()
+        recent = session.recent
+        held = recent.get(publish.message_id)
+        if held is not None and held.dedupe_until_ms > now:
+            self._duplicate(held, publisher)
+            return
+        self._prune_recent(session, now)
+        timestamp = publish.timestamp if publish.timestamp is not None else int(time.time() * 1000)
+        session.seq += 1
+        message = Message(session, publish, timestamp, session.seq, publisher, now)
+        if publish.retain:
+            self._retain(session, publish, timestamp)
+        delivered = 0
+        for subscriber, subscription_qos in session.index.match(publish.topic).items():
+            connection = subscriber.connection  # type: ignore[attr-defined]
+            if connection is publisher and connection is not None:
+                continue
+            qos = publish.qos if publish.qos < subscription_qos else subscription_qos
+            if self._offer(subscriber, message, qos, now):  # type: ignore[arg-type]
+                delivered += 1
+        message.delivered_to = delivered
+        self.published += 1
+        recent.pop(publish.message_id, None)
+        recent[publish.message_id] = message
+        if message.pending == 0:
+            self._complete(message)
+        else:
+            session.live_messages += 1
+        if publisher is not None:
+            publisher.sink.send(
+                codec.encode(
+                    {
+                        "type": "publish_response",
+                        "success": True,
+                        "messageId": publish.message_id,
+                        "deliveredTo": delivered,
+                    }
+                )
+            )
+
+    def _duplicate(self, held: Message, publisher: Connection | None) -> None:
+        self.duplicates += 1
+        if publisher is None:
+            return
+        # A client retry, maybe from a new connection: a later ack_received goes there.
+        if held.pending:
             held.publisher = publisher
-            if held.acked:
-                publisher.sink.send(_ack_received(held))
-            return codec.encode(
+        publisher.sink.send(
+            codec.encode(
                 {
                     "type": "publish_response",
                     "success": True,
-                    "messageId": message_id,
+                    "messageId": held.message_id,
                     "deliveredTo": held.delivered_to,
                     "duplicate": True,
                 }
             )
-        timestamp = publish.timestamp if publish.timestamp is not None else int(time.time() * 1000)
-        frame = codec.encode_message(publish, timestamp)
-        sent: set[Connection] = set()
-        for subscriber in session.index.match(publish.topic):
-            if subscriber is publisher:
-                continue
-            sink = subscriber.sink
-            if sink.is_open:
-                sink.send(frame)
-                sent.add(subscriber)
-        self.published += 1
-        self.deliveries += len(sent)
-        if sent:
-            self._hold(session, publisher, publish, timestamp, sent)
-        return codec.encode(
-            {"type": "publish_response", "success": True, "messageId": message_id, "deliveredTo": len(sent)}
         )
+        if held.acked:
+            publisher.sink.send(_ack_received(held))
 
-    def _hold(
-        self,
-        session: Session,
-        publisher: Connection,
-        publish: Publish,
-        timestamp: int | float,
-        sent: set[Connection],
-    ) -> None:
-        settings = session.settings
+    def _prune_recent(self, session: Session, now_ms: int) -> None:
+        recent = session.recent
+        while recent:
+            oldest_id = next(iter(recent))
+            oldest = recent[oldest_id]
+            if oldest.dedupe_until_ms > now_ms and len(recent) < DEDUPE_CAPACITY:
+                return
+            del recent[oldest_id]
+
+    def _retain(self, session: Session, publish: Publish, timestamp: int | float) -> None:
+        retained = session.retained
+        retained.pop(publish.topic, None)
+        if not publish.data:
+            return
+        limit = session.settings.max_retained
+        while retained and len(retained) >= limit:
+            evicted = next(iter(retained))
+            del retained[evicted]
+            self.retained_evictions += 1
+            logger.warning("session %r: retained store full, evicted topic %r", session.name, evicted)
+        if limit:
+            retained[publish.topic] = (publish, timestamp)
+
+    def send_retained(self, subscriber: Subscriber, topic_filter: str, subscription_qos: int) -> None:
+        """Offer every retained message matching a new subscription, marked ``"retained": true``."""
+        session = subscriber.session
         now = self._scheduler.now_ms()
-        expiry = settings.message_expiry_ms
-        expires_at = None if expiry is None else now + expiry
-        message = InflightMessage(self, session, publish, timestamp, publisher, sent, expires_at)
-        session.inflight[publish.message_id] = message
-        self._schedule(message, now + settings.retry_interval_ms)
+        for topic, (publish, timestamp) in list(session.retained.items()):
+            if not filter_matches(topic_filter, topic) or publish.message_id in subscriber.inflight:
+                continue
+            session.seq += 1
+            message = Message(session, publish, timestamp, session.seq, None, now, retained=True)
+            qos = publish.qos if publish.qos < subscription_qos else subscription_qos
+            self._offer(subscriber, message, qos, now)
+            if message.pending:
+                session.live_messages += 1
+            else:
+                self._complete(message)
 
-    def _schedule(self, message: InflightMessage, retry_at_ms: int) -> None:
-        expires_at = message.expires_at_ms
-        deadline = retry_at_ms if expires_at is None else min(retry_at_ms, expires_at)
-        message.timer = self._scheduler.call_at(deadline, message)
+    def publish_will(self, session: Session, will: Will) -> None:
+        """Publish a connection's last will (no publisher to answer)."""
+        publish = Publish(
+            topic=will.topic,
+            data=will.data,
+            message_id=str(uuid.uuid4()),
+            hash=will.hash,
+            timestamp=int(time.time() * 1000),
+            qos=will.qos,
+            retain=will.retain,
+        )
+        self.wills_published += 1
+        self.publish(session, None, publish)
 
-    def ack(self, session: Session, subscriber: Connection, message_id: str) -> None:
+    # -------------------------------------------------------------- per subscriber
+
+    def _offer(self, subscriber: Subscriber, message: Message, qos: int, now_ms: int) -> bool:
+        """Send or queue ``message`` to one subscriber; False if it was dropped instead."""
+        connection = subscriber.connection
+        if qos == QOS_AT_MOST_ONCE:
+            if connection is None or not connection.sink.is_open or connection.sink.backlog:
+                self.dropped_qos0 += 1
+                return False
+            connection.sink.send(message.qos0_frame())
+            self.deliveries += 1
+            return True
+        if (
+            connection is None
+            or subscriber.queue
+            or len(subscriber.inflight) >= subscriber.session.settings.inflight_window
+        ):
+            return self._enqueue(subscriber, message)
+        message.pending += 1
+        self._transmit(subscriber, connection, message, now_ms)
+        return True
+
+    def _transmit(self, subscriber: Subscriber, connection: Connection, message: Message, now_ms: int) -> None:
+        """First delivery of a message already counted in ``pending``."""
+        inflight = subscriber.inflight
+        superseded = inflight.pop(message.message_id, None)
+        if superseded is not None:
+            self._release(superseded.message)
+        assert message.frame is not None
+        connection.sink.send(message.frame)
+        self.deliveries += 1
+        due = now_ms + subscriber.session.settings.retry_interval_ms
+        inflight[message.message_id] = Inflight(message, 0, due)
+        if subscriber.retry_handle is None:
+            subscriber.retry_handle = self._scheduler.call_at(due, subscriber)
+
+    def _enqueue(self, subscriber: Subscriber, message: Message) -> bool:
+        settings = subscriber.session.settings
+        queue = subscriber.queue
+        if queue is None:
+            queue = subscriber.queue = deque()
+        while len(queue) >= settings.max_queued_messages or (
+            queue and subscriber.queued_bytes + message.size > settings.max_queued_bytes
+        ):
+            if settings.queue_overflow == "drop-new" or not queue:
+                self._overflow(subscriber, message)
+                return False
+            oldest = queue.popleft()
+            subscriber.queued_bytes -= oldest.size
+            self._overflow(subscriber, oldest)
+            self._release(oldest)
+        if message.size > settings.max_queued_bytes:
+            self._overflow(subscriber, message)
+            return False
+        queue.append(message)
+        subscriber.queued_bytes += message.size
+        message.pending += 1
+        return True
+
+    def _overflow(self, subscriber: Subscriber, message: Message) -> None:
+        self.queue_overflows += 1
+        connection = subscriber.connection
+        if connection is None:
+            subscriber.dropped_offline += 1
+            return
+        error = LimitExceeded("queue full: message dropped", code=ErrorCode.QUEUE_OVERFLOW)
+        connection.sink.send(codec.encode_error(error, None, messageId=message.message_id, topic=message.topic))
+
+    def _drain(self, subscriber: Subscriber, now_ms: int) -> None:
+        """Move queued messages into free inflight slots, in publish order."""
+        queue = subscriber.queue
+        connection = subscriber.connection
+        if not queue or connection is None:
+            return
+        window = subscriber.session.settings.inflight_window
+        while queue and len(subscriber.inflight) < window:
+            message = queue.popleft()
+            subscriber.queued_bytes -= message.size
+            if message.expires_at_ms is not None and now_ms >= message.expires_at_ms:
+                self.expired += 1
+                self._release(message)
+                continue
+            self._transmit(subscriber, connection, message, now_ms)
+
+    def ack(self, subscriber: Subscriber, message_id: str) -> None:
         """Record ``subscriber``'s ack of ``message_id``.
 
         Raises:
-            ProtocolError: the message is unknown to this session, already acked by this
-                connection, or was never delivered to it.
+            ProtocolError: the message was not delivered to this subscriber, or is already acked.
         """
-        message = session.inflight.get(message_id)
-        if message is None or subscriber not in message.pending:
+        entry = subscriber.inflight.pop(message_id, None)
+        if entry is None:
             raise ProtocolError("Unknown or already acknowledged message", code=ErrorCode.UNKNOWN_MESSAGE)
-        message.pending.discard(subscriber)
         self.acks += 1
+        message = entry.message
         if not message.acked:
             message.acked = True
             publisher = message.publisher
-            if publisher.sink.is_open:
+            if publisher is not None and publisher.sink.is_open:
                 publisher.sink.send(_ack_received(message))
-        if not message.pending:
-            self._complete(message)
+        self._release(message)
+        if subscriber.queue:
+            self._drain(subscriber, self._scheduler.now_ms())
 
-    def on_deadline(self, message: InflightMessage, now_ms: int) -> None:
-        """Redeliver ``message`` to the subscribers that have not acked it, or drop it."""
-        session = message.session
-        if session.inflight.get(message.publish.message_id) is not message:
+    def on_retry_due(self, subscriber: Subscriber, now_ms: int) -> None:
+        """Redeliver every due entry of ``subscriber``, or drop it if expired or out of retries."""
+        subscriber.retry_handle = None
+        connection = subscriber.connection
+        if subscriber.released or connection is None:
             return
-        if message.expires_at_ms is not None and now_ms >= message.expires_at_ms:
-            self.expired += 1
-            logger.warning(
-                "message %s of session %r expired unacked by %d subscriber(s)",
-                message.publish.message_id,
-                session.name,
-                len(message.pending),
-            )
-            self._complete(message)
-            return
-        if message.attempts >= session.settings.max_retry_limit:
-            self.exhausted += 1
-            logger.warning(
-                "message %s of session %r dropped after %d redeliveries, unacked by %d subscriber(s)",
-                message.publish.message_id,
-                session.name,
-                message.attempts,
-                len(message.pending),
-            )
-            self._complete(message)
-            return
-        message.attempts += 1
-        frame = codec.encode_message(message.publish, message.timestamp, retry=message.attempts)
-        for subscriber in list(message.pending):
-            sink = subscriber.sink
-            if sink.is_open:
-                sink.send(frame)
+        inflight = subscriber.inflight
+        settings = subscriber.session.settings
+        interval = settings.retry_interval_ms
+        due_ids = []
+        for message_id, entry in inflight.items():
+            if entry.due_ms > now_ms:
+                break
+            due_ids.append(message_id)
+        sink = connection.sink
+        for message_id in due_ids:
+            entry = inflight.pop(message_id)
+            message = entry.message
+            if message.expires_at_ms is not None and now_ms >= message.expires_at_ms:
+                self.expired += 1
+                self._release(message)
+                continue
+            if entry.attempts >= settings.max_retry_limit:
+                self.exhausted += 1
+                self._release(message)
+                continue
+            if sink.is_open and not sink.backlog:
+                entry.attempts += 1
+                sink.send(message.retry_frame(entry.attempts))
                 self.redeliveries += 1
-            else:
-                message.pending.discard(subscriber)
-        if message.pending:
-            self._schedule(message, now_ms + session.settings.retry_interval_ms)
-        else:
-            self._complete(message)
+            entry.due_ms = now_ms + interval
+            inflight[message_id] = entry
+        self._drain(subscriber, now_ms)
+        if inflight and subscriber.retry_handle is None:
+            subscriber.retry_handle = self._scheduler.call_at(next(iter(inflight.values())).due_ms, subscriber)
 
-    def _complete(self, message: InflightMessage) -> None:
-        self._scheduler.cancel(message.timer)
-        session = message.session
-        if session.inflight.get(message.publish.message_id) is message:
-            del session.inflight[message.publish.message_id]
+    # ---------------------------------------------------------- subscriber lifecycle
+
+    def new_subscriber(self, session: Session, client_id: str | None, durable: bool) -> Subscriber:
+        """A subscriber for a new connection (or a new durable client)."""
+        return Subscriber(self, session, client_id, durable)
+
+    def resume(self, subscriber: Subscriber, connection: Connection) -> None:
+        """Attach a durable subscriber to its new connection and send what it holds, in publish order."""
+        if subscriber.ttl_handle is not None:
+            self._scheduler.cancel(subscriber.ttl_handle)
+            subscriber.ttl_handle = None
+        subscriber.connection = connection
+        now = self._scheduler.now_ms()
+        interval = subscriber.session.settings.retry_interval_ms
+        held = sorted(subscriber.inflight.values(), key=lambda entry: entry.message.seq)
+        subscriber.inflight.clear()
+        for entry in held:
+            message = entry.message
+            if message.expires_at_ms is not None and now >= message.expires_at_ms:
+                self.expired += 1
+                self._release(message)
+                continue
+            entry.attempts += 1
+            connection.sink.send(message.retry_frame(entry.attempts))
+            self.redeliveries += 1
+            entry.due_ms = now + interval
+            subscriber.inflight[message.message_id] = entry
+        if subscriber.dropped_offline:
+            error = LimitExceeded(
+                f"queue full while offline: {subscriber.dropped_offline} message(s) dropped",
+                code=ErrorCode.QUEUE_OVERFLOW,
+            )
+            connection.sink.send(codec.encode_error(error, None, dropped=subscriber.dropped_offline))
+            subscriber.dropped_offline = 0
+        self._drain(subscriber, now)
+        if subscriber.inflight and subscriber.retry_handle is None:
+            subscriber.retry_handle = self._scheduler.call_at(now + interval, subscriber)
+
+    def detach(self, subscriber: Subscriber) -> None:
+        """The subscriber's connection ended: keep a durable one for its TTL, release any other."""
+        subscriber.connection = None
+        if not subscriber.durable or subscriber.released:
+            self.release_subscriber(subscriber)
+            return
+        deadline = self._scheduler.now_ms() + subscriber.session.settings.durable_ttl_ms
+        subscriber.ttl_handle = self._scheduler.call_at(deadline, DurableExpiry(subscriber))
+
+    def expire_durable(self, subscriber: Subscriber) -> None:
+        """A durable subscriber stayed away past its TTL: forget it."""
+        if subscriber.connection is not None or subscriber.released:
+            return
+        self.durable_expired += 1
+        logger.info("session %r: durable client %r expired", subscriber.session.name, subscriber.client_id)
+        self.release_subscriber(subscriber)
+
+    def release_subscriber(self, subscriber: Subscriber) -> None:
+        """Forget a subscriber: its filters leave the index, its held messages stop waiting for it."""
+        if subscriber.released:
+            return
+        subscriber.released = True
+        session = subscriber.session
+        for topic_filter in subscriber.filters:
+            session.index.discard(topic_filter, subscriber)  # type: ignore[arg-type]
+        subscriber.filters.clear()
+        if subscriber.client_id is not None and session.clients.get(subscriber.client_id) is subscriber:
+            del session.clients[subscriber.client_id]
+        for handle in (subscriber.ttl_handle, subscriber.retry_handle):
+            if handle is not None:
+                self._scheduler.cancel(handle)
+        subscriber.ttl_handle = subscriber.retry_handle = None
+        for entry in subscriber.inflight.values():
+            self._release(entry.message)
+        subscriber.inflight.clear()
+        if subscriber.queue:
+            for message in subscriber.queue:
+                self._release(message)
+            subscriber.queue = None
+        subscriber.queued_bytes = 0
 
     def forget_session(self, session: Session) -> None:
-        """Cancel every retry of a dropped session and release its messages."""
-        for message in session.inflight.values():
-            self._scheduler.cancel(message.timer)
-        session.inflight.clear()
+        """Release everything of a dropped session."""
+        for subscriber in list(session.clients.values()):
+            self.release_subscriber(subscriber)
+        session.recent.clear()
+        session.retained.clear()
+        session.live_messages = 0
+
+    # ------------------------------------------------------------------ messages
+
+    def _release(self, message: Message) -> None:
+        """One target of ``message`` is done with it (acked, expired, exhausted, dropped or gone)."""
+        message.pending -= 1
+        if message.pending == 0:
+            message.session.live_messages -= 1
+            self._complete(message)
+
+    def _complete(self, message: Message) -> None:
+        # Only the dedupe record stays (in session.recent): drop the payload.
+        message.frame = None
+        message.publish = None
+        message._retry_frame = None
+        message.publisher = None if not message.acked else message.publisher
 
 
-def _ack_received(message: InflightMessage) -> bytes:
-    return codec.encode(
-        {"type": "ack_received", "messageId": message.publish.message_id, "topic": message.publish.topic}
-    )
+def _ack_received(message: Message) -> bytes:
+    return codec.encode({"type": "ack_received", "messageId": message.message_id, "topic": message.topic})

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 from fastport._speedups import TopicTrie
 
 if TYPE_CHECKING:
-    from fastport.broker.connection import Connection
+    from fastport.broker.subscriber import Subscriber
 
 
 class SubscriberIndex:
-    """Which connections of one session hold which topic filters."""
+    """Which subscribers of one session hold which topic filters."""
 
     __slots__ = ("_trie",)
 
@@ -25,23 +25,23 @@ class SubscriberIndex:
     def __len__(self) -> int:
         return 0 if self._trie is None else len(self._trie)
 
-    def add(self, topic_filter: str, connection: Connection, qos: int = 1) -> bool:
-        """Subscribe ``connection`` to ``topic_filter``; False if it already was."""
+    def add(self, topic_filter: str, subscriber: Subscriber, qos: int = 1) -> bool:
+        """Subscribe ``subscriber`` to ``topic_filter`` at ``qos``; False if it already was (qos updated)."""
         if self._trie is None:
             self._trie = TopicTrie()
-        return self._trie.subscribe(topic_filter, connection, qos)
+        return self._trie.subscribe(topic_filter, subscriber, qos)
 
-    def discard(self, topic_filter: str, connection: Connection) -> bool:
-        """Unsubscribe ``connection`` from ``topic_filter``; False if it was not subscribed."""
+    def discard(self, topic_filter: str, subscriber: Subscriber) -> bool:
+        """Unsubscribe ``subscriber`` from ``topic_filter``; False if it was not subscribed."""
         if self._trie is None:
             return False
-        removed = self._trie.unsubscribe(topic_filter, connection)
+        removed = self._trie.unsubscribe(topic_filter, subscriber)
         if not len(self._trie):
             self._trie = None
         return removed
 
-    def match(self, topic: str) -> dict[Connection, int]:
-        """Every connection subscribed to ``topic`` (by exact filter or wildcard) -> its QoS."""
+    def match(self, topic: str) -> dict[Subscriber, int]:
+        """Every subscriber of ``topic`` (by exact filter or wildcard) -> its highest matching QoS."""
         if self._trie is None:
             return {}
         return self._trie.match(topic)  # type: ignore[return-value]

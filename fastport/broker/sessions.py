@@ -21,7 +21,9 @@ from fastport.errors import AuthError, ErrorCode, SessionError
 
 if TYPE_CHECKING:
     from fastport.broker.connection import Connection
-    from fastport.broker.delivery import InflightMessage
+    from fastport.broker.delivery import Message
+    from fastport.broker.subscriber import Subscriber
+    from fastport.protocol.frames import Publish
 
 SESSION_NAME_RE: Final = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
 
@@ -36,8 +38,11 @@ class Session:
         "dropped",
         "connections",
         "index",
-        "inflight",
-        "file_topics",
+        "clients",
+        "recent",
+        "retained",
+        "seq",
+        "live_messages",
         "expiry_handle",
         "_password",
         "_secret_digest",
@@ -53,15 +58,21 @@ class Session:
         self.dropped = False
         self.connections: set[Connection] = set()
         self.index = SubscriberIndex()
-        self.inflight: dict[str, InflightMessage] = {}
-        self.file_topics: dict[str, str] = {}
+        #: Subscribers by clientId (durable ones stay here while offline).
+        self.clients: dict[str, Subscriber] = {}
+        #: Accepted messages by messageId, oldest first: the dedupe window (live ones included).
+        self.recent: dict[str, Message] = {}
+        #: Last retained publish per topic, with its timestamp.
+        self.retained: dict[str, tuple[Publish, int | float]] = {}
+        self.seq = 0
+        self.live_messages = 0
         self.expiry_handle: int | None = None
         self._password = password
         self._secret_digest = secret_digest
         self._verified_tag: bytes | None = None
 
     def __repr__(self) -> str:
-        return f"<Session {self.name!r} connections={len(self.connections)} inflight={len(self.inflight)}>"
+        return f"<Session {self.name!r} connections={len(self.connections)} live={self.live_messages}>"
 
 
 class SessionRegistry:

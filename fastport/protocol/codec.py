@@ -7,17 +7,30 @@ build server frames as bytes, ready to be written to any number of connections.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
 
 import orjson
 
 from fastport.errors import ErrorCode, FastportError, InvalidUtf8, ProtocolError
 from fastport.protocol import frames
-from fastport.protocol.frames import Ack, ClientFrame, FileControl, Init, Publish, Subscribe, Unsubscribe
+from fastport.protocol.frames import (
+    QOS_AT_LEAST_ONCE,
+    Ack,
+    ClientFrame,
+    Disconnect,
+    FileControl,
+    Init,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    Will,
+)
 
 MAX_ID_LENGTH: Final = 256
 MAX_NAME_LENGTH: Final = 256
 MAX_PASSWORD_LENGTH: Final = 1024
+CLIENT_ID_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 
 
 def _field(obj: dict[str, Any], name: str, *, max_length: int | None = None) -> str:
@@ -45,16 +58,72 @@ def _non_empty(value: str, name: str) -> str:
     return value
 
 
+def _invalid(name: str, what: str) -> ProtocolError:
+    return ProtocolError(f"field {name} must be {what}", code=ErrorCode.INVALID_FIELD, field=name)
+
+
+def _qos(obj: dict[str, Any], name: str = "qos") -> int:
+    value = obj.get(name)
+    if value is None:
+        return QOS_AT_LEAST_ONCE
+    if isinstance(value, bool) or value not in (0, 1):
+        raise _invalid(name, "0 or 1")
+    return int(value)
+
+
+def _flag(obj: dict[str, Any], name: str) -> bool:
+    value = obj.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _invalid(name, "true or false")
+    return value
+
+
+def _timestamp(obj: dict[str, Any]) -> int | float | None:
+    value = obj.get("timestamp")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise _invalid("timestamp", "a number")
+    return value  # type: ignore[no-any-return]
+
+
+def _decode_will(obj: dict[str, Any]) -> Will | None:
+    will = obj.get("will")
+    if will is None:
+        return None
+    if not isinstance(will, dict):
+        raise _invalid("will", "an object")
+    try:
+        return Will(
+            topic=_field(will, "topic"),
+            data=_field(will, "data"),
+            hash=_optional_str(will, "hash", max_length=MAX_ID_LENGTH),
+            qos=_qos(will),
+            retain=_flag(will, "retain"),
+        )
+    except ProtocolError as exc:
+        raise ProtocolError(f"will: {exc.error}", code=exc.error_code, field=f"will.{exc.field}") from None
+
+
 def _decode_init(obj: dict[str, Any], raw: bytes) -> Init:
+    client_id = _optional_str(obj, "clientId", max_length=MAX_ID_LENGTH)
+    if client_id is not None and not CLIENT_ID_RE.fullmatch(client_id):
+        raise _invalid("clientId", "1-128 characters of A-Z a-z 0-9 _ . : -")
+    durable = _flag(obj, "durable")
+    if durable and client_id is None:
+        raise ProtocolError("durable needs a clientId", code=ErrorCode.MISSING_FIELD, field="clientId")
     return Init(
         session_name=_field(obj, "sessionName", max_length=MAX_NAME_LENGTH),
         password=_field(obj, "password", max_length=MAX_PASSWORD_LENGTH),
         user_id=_optional_str(obj, "userId", max_length=MAX_NAME_LENGTH),
+        client_id=client_id,
+        durable=durable,
+        will=_decode_will(obj),
     )
 
 
 def _decode_subscribe(obj: dict[str, Any], raw: bytes) -> Subscribe:
-    return Subscribe(topic=_field(obj, "topic"))
+    return Subscribe(topic=_field(obj, "topic"), qos=_qos(obj))
 
 
 def _decode_unsubscribe(obj: dict[str, Any], raw: bytes) -> Unsubscribe:
@@ -62,15 +131,14 @@ def _decode_unsubscribe(obj: dict[str, Any], raw: bytes) -> Unsubscribe:
 
 
 def _decode_publish(obj: dict[str, Any], raw: bytes) -> Publish:
-    timestamp = obj.get("timestamp")
-    if timestamp is not None and (isinstance(timestamp, bool) or not isinstance(timestamp, (int, float))):
-        raise ProtocolError("field timestamp must be a number", code=ErrorCode.INVALID_FIELD, field="timestamp")
     return Publish(
         topic=_field(obj, "topic"),
         data=_field(obj, "data"),
         message_id=_non_empty(_field(obj, "messageId", max_length=MAX_ID_LENGTH), "messageId"),
         hash=_optional_str(obj, "hash", max_length=MAX_ID_LENGTH),
-        timestamp=timestamp,
+        timestamp=_timestamp(obj),
+        qos=_qos(obj),
+        retain=_flag(obj, "retain"),
     )
 
 
@@ -90,6 +158,10 @@ def _decode_file_control(obj: dict[str, Any], raw: bytes) -> FileControl:
     )
 
 
+def _decode_disconnect(obj: dict[str, Any], raw: bytes) -> Disconnect:
+    return Disconnect()
+
+
 _DECODERS: Final = {
     frames.INIT: _decode_init,
     frames.SUBSCRIBE: _decode_subscribe,
@@ -98,6 +170,7 @@ _DECODERS: Final = {
     frames.ACK: _decode_ack,
     frames.INIT_FILE: _decode_file_control,
     frames.END_FILE: _decode_file_control,
+    frames.DISCONNECT: _decode_disconnect,
 }
 
 
@@ -156,8 +229,18 @@ def encode_error(exc: FastportError, response_type: str | None = None, **extra: 
     return orjson.dumps(body)
 
 
-def encode_message(publish: Publish, timestamp: int | float, retry: int = 0) -> bytes:
-    """Encode the ``message`` frame delivering ``publish`` (``retry`` > 0 marks a redelivery)."""
+def encode_message(
+    publish: Publish, timestamp: int | float, *, retry: int = 0, qos: int = QOS_AT_LEAST_ONCE, retained: bool = False
+) -> bytes:
+    """Encode the ``message`` frame delivering ``publish``.
+
+    Args:
+        publish: the published frame (topic, data, hash, messageId).
+        timestamp: the timestamp to show (the publisher's, or the broker's receive time).
+        retry: k > 0 marks the k-th redelivery.
+        qos: 0 adds ``"qos": 0``, telling the receiver not to ack.
+        retained: adds ``"retained": true`` for a retained message sent on subscribe.
+    """
     body: dict[str, Any] = {
         "type": "message",
         "topic": publish.topic,
@@ -170,4 +253,8 @@ def encode_message(publish: Publish, timestamp: int | float, retry: int = 0) -> 
         del body["hash"]
     if retry:
         body["retry"] = retry
+    if qos != QOS_AT_LEAST_ONCE:
+        body["qos"] = qos
+    if retained:
+        body["retained"] = True
     return orjson.dumps(body)

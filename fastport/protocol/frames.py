@@ -18,22 +18,46 @@ PUBLISH: Final = "publish"
 ACK: Final = "ack"
 INIT_FILE: Final = "init_file"
 END_FILE: Final = "end_file"
+DISCONNECT: Final = "disconnect"
+
+#: Delivery levels: at most once (no ack, no retry) and at least once (held until acked).
+QOS_AT_MOST_ONCE: Final = 0
+QOS_AT_LEAST_ONCE: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The last-will message of a connection, published if it ends without a clean close."""
+
+    topic: str
+    data: str
+    hash: str | None = None
+    qos: int = QOS_AT_LEAST_ONCE
+    retain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Init:
-    """Bind the connection to a session (tenant) with its password."""
+    """Bind the connection to a session (tenant) with its password.
+
+    ``client_id`` names a client across connections: a second connection with the same id
+    takes over. With ``durable``, its subscriptions and unacked messages survive a disconnect.
+    """
 
     session_name: str
     password: str
     user_id: str | None = None
+    client_id: str | None = None
+    durable: bool = False
+    will: Will | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribe:
-    """Start receiving messages published on ``topic`` (a topic filter)."""
+    """Start receiving messages published on ``topic`` (a topic filter) at most at ``qos``."""
 
     topic: str
+    qos: int = QOS_AT_LEAST_ONCE
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +80,8 @@ class Publish:
     message_id: str
     hash: str | None = None
     timestamp: int | float | None = None
+    qos: int = QOS_AT_LEAST_ONCE
+    retain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,4 +106,9 @@ class FileControl:
     raw: bytes
 
 
-ClientFrame = Union[Init, Subscribe, Unsubscribe, Publish, Ack, FileControl]
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """A clean goodbye: the connection's last will is not published."""
+
+
+ClientFrame = Union[Init, Subscribe, Unsubscribe, Publish, Ack, FileControl, Disconnect]

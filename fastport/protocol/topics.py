@@ -78,3 +78,23 @@ def validate_filter(
 def is_wildcard(topic_filter: str) -> bool:
     """Return True if a (valid) filter contains a wildcard level."""
     return SINGLE_LEVEL in topic_filter or MULTI_LEVEL in topic_filter
+
+
+def filter_matches(topic_filter: str, topic: str) -> bool:
+    """Return True if the (valid) ``topic_filter`` matches the (valid) publish ``topic``.
+
+    The reference semantics of the topic index, used where one filter meets many topics
+    (retained messages on subscribe).
+    """
+    if topic.startswith("$") and topic_filter[:1] in (SINGLE_LEVEL, MULTI_LEVEL):
+        return False
+    filter_levels = topic_filter.split(SEPARATOR)
+    topic_levels = topic.split(SEPARATOR)
+    for position, level in enumerate(filter_levels):
+        if level == MULTI_LEVEL:
+            return True
+        if position >= len(topic_levels):
+            return False
+        if level != SINGLE_LEVEL and level != topic_levels[position]:
+            return False
+    return len(filter_levels) == len(topic_levels)

@@ -7,13 +7,14 @@ import logging
 import signal
 from typing import Final
 
-from picows import WSUpgradeRequest
+from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
 from picows.picows import WSProtocol
 
 from fastport import _speedups
 from fastport.broker.core import Broker
 from fastport.config import ServerConfig
 from fastport.errors import CloseCode
+from fastport.metrics import ServerCounters
 from fastport.server.admin import AdminAuth, load_or_create_token, token_path
 from fastport.server.front import FrontProtocol, make_ws_protocol
 from fastport.server.http import RestApi
@@ -44,6 +45,7 @@ class FastportServer:
         self.admin_token = admin_token
         self._server = server
         self._listeners = listeners
+        self.counters = ServerCounters()
 
     @classmethod
     async def start(cls, config: ServerConfig) -> FastportServer:
@@ -57,27 +59,49 @@ class FastportServer:
         token = config.admin_token or load_or_create_token(config.data_dir)
         admin = AdminAuth(token, config.admin_user, config.admin_pass)
         broker = Broker(loop)
-        api = RestApi(broker, admin)
+        counters = ServerCounters()
+        api = RestApi(broker, admin, counters, metrics_open=config.metrics_open)
         flusher = Flusher(loop)
         live: set[BrokerListener] = set()
+        allowed_origins = frozenset(config.allowed_origins)
 
         def ws_factory(remote: str) -> WSProtocol:
-            def listener_factory(request: WSUpgradeRequest) -> BrokerListener:
-                return BrokerListener(broker, flusher, live, config.max_frame_size, remote)
+            def listener_factory(request: WSUpgradeRequest) -> BrokerListener | WSUpgradeResponseWithListener:
+                if allowed_origins:
+                    origin = request.headers.get("origin")
+                    if origin is not None and origin.strip().lower().rstrip("/") not in allowed_origins:
+                        counters.ws_origin_rejected += 1
+                        logger.info("refused upgrade from %s: origin %r not allowed", remote, origin[:200])
+                        response = WSUpgradeResponse.create_error_response(403, b"origin not allowed")
+                        return WSUpgradeResponseWithListener(response, None)
+                return BrokerListener(
+                    broker, flusher, live, config.max_frame_size, remote,
+                    init_timeout_s=config.init_timeout_s, counters=counters,
+                )
 
             return make_ws_protocol(
-                listener_factory, max_frame_size=config.max_frame_size, handshake_timeout_s=config.ws_handshake_timeout_s
+                listener_factory,
+                max_frame_size=config.max_frame_size,
+                handshake_timeout_s=config.ws_handshake_timeout_s,
+                idle_timeout_s=config.idle_timeout_s,
+                ping_reply_timeout_s=config.ping_timeout_s,
             )
 
         def front_factory() -> FrontProtocol:
             return FrontProtocol(
-                api, ws_factory, max_body_size=config.max_body_size, head_timeout_s=config.http_head_timeout_s
+                api,
+                ws_factory,
+                max_body_size=config.max_body_size,
+                head_timeout_s=config.http_head_timeout_s,
+                counters=counters,
             )
 
         server = await loop.create_server(
             front_factory, config.host, config.port, reuse_address=True, ssl=config.ssl_context()
         )
-        return cls(config, broker, server, token, live)
+        instance = cls(config, broker, server, token, live)
+        instance.counters = counters
+        return instance
 
     @property
     def port(self) -> int:

@@ -21,6 +21,7 @@ from picows import WSAutoPingStrategy, WSListener, WSUpgradeRequest
 from picows.picows import WSProtocol
 
 from fastport.errors import ErrorCode, FrameTooLarge, ProtocolError
+from fastport.metrics import ServerCounters
 from fastport.server.http import Request, RestApi, error_response
 
 logger = logging.getLogger("fastport.http")
@@ -36,12 +37,18 @@ def make_ws_protocol(
     *,
     max_frame_size: int,
     handshake_timeout_s: float,
+    idle_timeout_s: float = 0.0,
+    ping_reply_timeout_s: float = 10.0,
 ) -> WSProtocol:
     """Build a picows server-side ``WSProtocol`` with the arguments ``ws_create_server`` passes.
+
+    With ``idle_timeout_s`` > 0 picows pings a peer that sent nothing for that long and
+    closes it (1001, then an abort) when no pong comes within ``ping_reply_timeout_s``.
 
     ``WSProtocol``'s constructor is not public API; picows is pinned in pyproject.toml
     and ``tests/test_front.py`` fails loudly if an upgrade changes it.
     """
+    auto_ping = idle_timeout_s > 0
     return WSProtocol(
         None,  # host and port: client side only
         None,  # ws path: client side only
@@ -50,9 +57,9 @@ def make_ws_protocol(
         picows_logger,
         True,  # disconnect_on_exception
         handshake_timeout_s,
-        False,  # enable_auto_ping
-        20.0,  # auto_ping_idle_timeout
-        20.0,  # auto_ping_reply_timeout
+        auto_ping,  # enable_auto_ping
+        idle_timeout_s if auto_ping else 20.0,  # auto_ping_idle_timeout
+        min(ping_reply_timeout_s, idle_timeout_s) if auto_ping else 20.0,  # auto_ping_reply_timeout
         WSAutoPingStrategy.PING_WHEN_IDLE,
         True,  # enable_auto_pong
         max_frame_size,
@@ -79,8 +86,10 @@ class FrontProtocol(asyncio.Protocol):
         *,
         max_body_size: int,
         head_timeout_s: float,
+        counters: ServerCounters | None = None,
     ) -> None:
         self._api = api
+        self._counters = ServerCounters() if counters is None else counters
         self._ws_factory = ws_factory
         self._max_body_size = max_body_size
         self._head_timeout_s = head_timeout_s
@@ -102,6 +111,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports don't subclass it
+        self._counters.connections_accepted += 1
         self._arm_timer(self._head_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -135,6 +145,7 @@ class FrontProtocol(asyncio.Protocol):
         end = self._buffer.find(HEAD_END)
         if end < 0:
             if len(self._buffer) > MAX_HEAD_SIZE:
+                self._counters.http_head_too_large += 1
                 self._fail(431, ProtocolError("request head too large", code=ErrorCode.MALFORMED_REQUEST))
             return False
         head = bytes(self._buffer[: end + len(HEAD_END)])
@@ -157,8 +168,10 @@ class FrontProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             # httptools wraps exceptions raised in callbacks; the 413 is remembered apart.
             if self._too_large is not None:
+                self._counters.http_body_too_large += 1
                 self._fail(413, self._too_large)
             else:
+                self._counters.http_malformed += 1
                 self._fail(400, ProtocolError("malformed HTTP request", code=ErrorCode.MALFORMED_REQUEST))
             return False
         return True
@@ -178,6 +191,7 @@ class FrontProtocol(asyncio.Protocol):
         response = await self._api.handle(request)
         if self._closed or self._transport is None:
             return
+        self._counters.http_responses[response.status] += 1
         self._transport.write(response.encode(keep_alive))
         if not keep_alive:
             self._close()
@@ -189,6 +203,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def _fail(self, status: int, exc: ProtocolError) -> None:
         if self._transport is not None and not self._closed:
+            self._counters.http_responses[status] += 1
             self._transport.write(error_response(exc, status).encode(keep_alive=False))
         self._close()
 
@@ -252,6 +267,7 @@ class FrontProtocol(asyncio.Protocol):
     def _upgrade(self) -> None:
         """Hand the connection, and every byte read so far, to a picows WSProtocol."""
         self._cancel_timer()
+        self._counters.ws_upgrades += 1
         transport = self._transport
         assert transport is not None
         peer = transport.get_extra_info("peername")
@@ -284,6 +300,7 @@ class FrontProtocol(asyncio.Protocol):
         if self._busy or self._closed:
             return
         if self._buffer or self._parser is not None:
+            self._counters.http_head_timeouts += 1
             self._fail(408, ProtocolError("request timeout", code=ErrorCode.MALFORMED_REQUEST))
         else:
             self._close()

@@ -1,4 +1,4 @@
-"""The REST API (``shared/spec/PROTOCOL.md`` §2) and ``GET /health``.
+"""The REST API (``shared/spec/PROTOCOL.md`` §2), ``GET /health`` and ``GET /metrics``.
 
 Routes are plain async functions from a parsed ``Request`` to a ``Response``; the
 front protocol (``front.py``) does the HTTP/1.1 parsing and the I/O. Bodies are JSON
@@ -21,6 +21,7 @@ from fastport import _speedups
 from fastport.broker.core import Broker
 from fastport.config import SessionSettings
 from fastport.errors import AuthError, ErrorCode, FastportError, ProtocolError, SessionError
+from fastport.metrics import CONTENT_TYPE, Metrics, ServerCounters
 from fastport.server.admin import AdminAuth
 
 logger = logging.getLogger("fastport.http")
@@ -40,17 +41,20 @@ class Request:
 
 @dataclass(slots=True)
 class Response:
-    """One HTTP response with a JSON body."""
+    """One HTTP response: a JSON body, or raw bytes whose ``Content-Type`` is in ``headers``."""
 
     status: int
-    body: dict[str, Any]
+    body: dict[str, Any] | bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
 
     def encode(self, keep_alive: bool) -> bytes:
         """The response as bytes on the wire."""
-        payload = orjson.dumps(self.body)
+        if isinstance(self.body, bytes):
+            payload, headers = self.body, self.headers
+        else:
+            payload, headers = orjson.dumps(self.body), [*JSON_HEADERS, *self.headers]
         lines = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Unknown')}"]
-        for name, value in (*JSON_HEADERS, *self.headers):
+        for name, value in headers:
             lines.append(f"{name}: {value}")
         lines.append(f"Content-Length: {len(payload)}")
         lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
@@ -61,6 +65,7 @@ _REASONS: Final = {
     200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     408: "Request Timeout",
@@ -106,16 +111,29 @@ _OWNER_MISSING: Final = "sessionName, password and secretKey are required"
 
 
 class RestApi:
-    """The routes of the REST API, bound to one broker."""
+    """The routes of the REST API, bound to one broker.
 
-    def __init__(self, broker: Broker, admin: AdminAuth) -> None:
+    Args:
+        broker: the broker whose sessions the API manages.
+        admin: the admin credential check (createSession, and ``/metrics`` unless open).
+        counters: the server layer's counters (authentication failures are counted here).
+        metrics_open: serve ``/metrics`` without the admin credential.
+    """
+
+    def __init__(
+        self, broker: Broker, admin: AdminAuth, counters: ServerCounters | None = None, *, metrics_open: bool = False
+    ) -> None:
         self._broker = broker
         self._admin = admin
+        self._counters = ServerCounters() if counters is None else counters
+        self._metrics = Metrics(broker, self._counters)
+        self._metrics_open = metrics_open
         self._routes: dict[str, tuple[str, Callable[[Request], Awaitable[Response]]]] = {
             "/api/createSession": ("POST", self.create_session),
             "/api/dropSession": ("POST", self.drop_session),
             "/api/suspendSession": ("POST", self.suspend_session),
             "/health": ("GET", self.health),
+            "/metrics": ("GET", self.metrics),
         }
 
     async def handle(self, request: Request) -> Response:
@@ -133,6 +151,12 @@ class RestApi:
             return response
         try:
             return await handler(request)
+        except AuthError as exc:
+            if path.startswith("/metrics"):
+                self._counters.metrics_auth_failures += 1
+            else:
+                self._counters.admin_auth_failures += 1
+            return error_response(exc)
         except FastportError as exc:
             return error_response(exc)
         except Exception:
@@ -153,10 +177,7 @@ class RestApi:
                 "sessionName": name,
                 "password": password,
                 "secretKey": secret_key,
-                "retryInterval": settings.retry_interval_ms,
-                "maxRetryLimit": settings.max_retry_limit,
-                "messageExpiryTime": settings.message_expiry_ms,
-                "sessionExpiry": settings.expires_at_ms,
+                **settings.to_response(),
             },
         )
 
@@ -166,6 +187,7 @@ class RestApi:
         try:
             await self._broker.drop_session(name, password, secret_key)
         except (SessionError, AuthError) as exc:
+            self._count_owner_failure(exc)
             return error_response(exc, 400)
         return Response(200, {"success": True})
 
@@ -179,8 +201,19 @@ class RestApi:
         try:
             await self._broker.suspend_session(name, password, secret_key, suspend)
         except (SessionError, AuthError) as exc:
+            self._count_owner_failure(exc)
             return error_response(exc, 400)
         return Response(200, {"success": True, "suspended": suspend})
+
+    def _count_owner_failure(self, exc: FastportError) -> None:
+        if isinstance(exc, AuthError):
+            self._counters.owner_auth_failures += 1
+
+    async def metrics(self, request: Request) -> Response:
+        """``GET /metrics``: Prometheus text format (admin only unless ``--metrics-open``)."""
+        if not self._metrics_open:
+            self._admin.check(request.headers.get("authorization"))
+        return Response(200, self._metrics.render(), [("Content-Type", CONTENT_TYPE)])
 
     async def health(self, request: Request) -> Response:
         """``GET /health``: liveness and counts."""

@@ -3,18 +3,23 @@
 A picows ``WSFrame`` lives only during ``on_ws_frame`` (picows's DANGER note), so its
 payload is copied there. Fragmented messages are reassembled here, bounded by the
 frame size limit. Close codes: 1009 for a message over the limit, 1007 for invalid
-UTF-8 (decided by the broker), 1002 for a broken fragment sequence.
+UTF-8 (decided by the broker), 1002 for a broken fragment sequence, a reserved bit set
+(no extension is ever negotiated, RFC 6455 §5.2) or a close frame whose code a peer may
+not send (RFC 6455 §7.4), and 4003 when no ``init`` succeeded within the init timeout.
+picows itself closes with 1002 for bad opcodes, unmasked or oversized control frames.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
-from fastport.broker.connection import Connection
+from fastport.broker.connection import Connection, ConnState
 from fastport.broker.core import Broker
 from fastport.errors import CloseCode
+from fastport.metrics import ServerCounters
 from fastport.server.outbox import Flusher, Outbox
 
 logger = logging.getLogger("fastport.server")
@@ -25,11 +30,24 @@ _CONTINUATION = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
 
 
+def valid_close_code(code: int) -> bool:
+    """Whether a peer may send ``code`` in a close frame (RFC 6455 §7.4.1-2, IANA registry)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
 class BrokerListener(WSListener):  # type: ignore[misc]
     """One WebSocket connection, adapted to the broker."""
 
     def __init__(
-        self, broker: Broker, flusher: Flusher, live: set[BrokerListener], max_message_size: int, remote: str
+        self,
+        broker: Broker,
+        flusher: Flusher,
+        live: set[BrokerListener],
+        max_message_size: int,
+        remote: str,
+        *,
+        init_timeout_s: float | None = None,
+        counters: ServerCounters | None = None,
     ) -> None:
         super().__init__()
         self._broker = broker
@@ -44,6 +62,9 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         self._fragment_type = _TEXT
         self._fragment_size = 0
         self.paused = False
+        self._init_timeout_s = init_timeout_s
+        self._init_timer: asyncio.TimerHandle | None = None
+        self._counters = counters
 
     # ------------------------------------------------------------- picows events
 
@@ -52,12 +73,16 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         self._outbox = Outbox(transport.underlying_transport.write, self._flusher)
         self._conn = self._broker.connect(self, self._remote)
         self._live.add(self)
+        if self._init_timeout_s is not None:
+            self._init_timer = asyncio.get_running_loop().call_later(self._init_timeout_s, self._on_init_timeout)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
         conn = self._conn
         assert conn is not None
-        if msg_type is _TEXT and frame.fin and self._fragments is None:
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
+            self._protocol_error("reserved bit set without a negotiated extension")
+        elif msg_type is _TEXT and frame.fin and self._fragments is None:
             self._broker.receive(conn, frame.get_payload_as_bytes())
         elif msg_type is _CLOSE:
             self._on_close_frame(transport, frame)
@@ -66,10 +91,16 @@ class BrokerListener(WSListener):  # type: ignore[misc]
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._live.discard(self)
+        if self._init_timer is not None:
+            self._init_timer.cancel()
+            self._init_timer = None
         if self._outbox is not None:
             self._outbox.discard()
         if self._conn is not None:
-            self._broker.disconnect(self._conn)
+            handshake = transport.close_handshake
+            received = handshake.recv if handshake is not None else None
+            clean = received is not None and getattr(received.code, "value", received.code) == CloseCode.NORMAL
+            self._broker.disconnect(self._conn, clean=clean)
 
     def pause_writing(self) -> None:
         self.paused = True
@@ -80,17 +111,42 @@ class BrokerListener(WSListener):  # type: ignore[misc]
     def _on_close_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if self._outbox is not None:
             self._outbox.flush()
-        transport.send_close(frame.get_close_code(), frame.get_close_message())
-        transport.disconnect()
+        if frame.payload_size == 0:
+            # No status code: answer 1000 (picows would put a literal 0 on the wire).
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+        elif not valid_close_code(int(frame.get_close_code())):
+            # picows lets 0, 1006 and >= 5000 through; none may be sent by a peer.
+            self._protocol_error(f"invalid close code {int(frame.get_close_code())}")
+        else:
+            transport.send_close(frame.get_close_code(), frame.get_close_message())
+            transport.disconnect()
+
+    def _protocol_error(self, reason: str) -> None:
+        if self._counters is not None:
+            self._counters.ws_protocol_errors += 1
+        self.close(CloseCode.PROTOCOL_ERROR, reason)
+
+    def _on_init_timeout(self) -> None:
+        self._init_timer = None
+        conn = self._conn
+        if conn is None or conn.state is ConnState.OPEN or conn.state is ConnState.CLOSED:
+            return
+        logger.info(
+            "closing connection #%d from %s: no init within %.1f s", conn.id, self._remote, self._init_timeout_s
+        )
+        if self._counters is not None:
+            self._counters.ws_init_timeouts += 1
+        self.close(CloseCode.INIT_TIMEOUT, "init timeout")
 
     def _on_data_frame(self, msg_type: WSMsgType, frame: WSFrame) -> None:
         fragments = self._fragments
         if msg_type is _CONTINUATION:
             if fragments is None:
-                self.close(CloseCode.PROTOCOL_ERROR, "continuation frame without a message")
+                self._protocol_error("continuation frame without a message")
                 return
         elif fragments is not None:
-            self.close(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented message")
+            self._protocol_error("new message inside a fragmented message")
             return
         else:
             fragments = self._fragments = []
@@ -98,6 +154,8 @@ class BrokerListener(WSListener):  # type: ignore[misc]
             self._fragment_size = 0
         self._fragment_size += frame.payload_size
         if self._fragment_size > self._max_message_size:
+            if self._counters is not None:
+                self._counters.ws_message_too_big += 1
             self.close(
                 CloseCode.MESSAGE_TOO_BIG, f"message too big: {self._fragment_size} > {self._max_message_size}"
             )
@@ -120,6 +178,11 @@ class BrokerListener(WSListener):  # type: ignore[misc]
     def is_open(self) -> bool:
         transport = self._transport
         return transport is not None and not transport.is_disconnected and not transport.is_close_frame_sent
+
+    @property
+    def backlog(self) -> int:
+        transport = self._transport
+        return 0 if transport is None else int(transport.underlying_transport.get_write_buffer_size())
 
     def send(self, payload: bytes) -> None:
         if self._outbox is not None and self.is_open:

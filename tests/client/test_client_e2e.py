@@ -210,16 +210,19 @@ async def test_message_failing_its_check_is_not_acked_and_is_redelivered(
 async def test_redelivered_message_id_is_acked_but_delivered_once(
     server: FastportServer, make_session: SessionFactory, connect: ClientFactory
 ) -> None:
-    session = await make_session()
+    # The broker's own dedupe window lasts a message's lifetime: 100 ms here, so a re-publish
+    # after it is fanned out again and only the client's dedupe stands between it and the app.
+    session = await make_session(messageExpiryTime=100)
     publisher = await connect(session)
     async with make_client(server.port, session) as client:
         subscription = client.subscribe("dedup")
         await subscription.ready()
         message_id = str(uuid.uuid4())
         sealed = EnvelopeCipher(KEY, session["sessionName"]).seal_v2("once", topic="dedup", message_id=message_id)
-        for _ in range(2):  # the broker forgot the first copy once it was acked: it fans out again
+        for _ in range(2):
             publisher.publish("dedup", data=sealed.data, message_id=message_id, hash=sealed.hash)
             assert (await publisher.recv_type("ack_received"))["messageId"] == message_id
+            await asyncio.sleep(0.15)
         assert (await next_message(subscription)).payload == "once"
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(subscription.__anext__(), 0.2)

@@ -1,0 +1,91 @@
+"""The receiving side of a client: its filters, its unacked messages and its queue.
+
+A ``Subscriber`` belongs to one connection, or, for a durable client (``clientId`` with
+``"durable": true``), outlives its connections: while it is offline its filters stay in
+the session's index, so matching QoS 1 messages wait in its queue until it resumes or
+its ``durableTtl`` runs out.
+
+``inflight`` maps messageId -> ``Inflight`` for messages sent and not acked yet, kept in
+order of their next retry (a dict preserves insertion order; a retried entry is moved
+to the end, and every entry gets the same ``retryInterval``, so the first entry is
+always the next one due). ``queue`` holds messages waiting for a free inflight slot or
+for the client to come back, in publish order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastport.broker.connection import Connection
+    from fastport.broker.delivery import Delivery, Message
+    from fastport.broker.sessions import Session
+
+
+class Inflight:
+    """One sent, unacked copy of a message to one subscriber."""
+
+    __slots__ = ("message", "attempts", "due_ms")
+
+    def __init__(self, message: Message, attempts: int, due_ms: int) -> None:
+        self.message = message
+        self.attempts = attempts
+        self.due_ms = due_ms
+
+
+class Subscriber:
+    """A client's subscriptions and the delivery state of each message sent or queued to it."""
+
+    __slots__ = (
+        "delivery",
+        "session",
+        "client_id",
+        "durable",
+        "connection",
+        "filters",
+        "inflight",
+        "queue",
+        "queued_bytes",
+        "dropped_offline",
+        "retry_handle",
+        "ttl_handle",
+        "released",
+    )
+
+    def __init__(self, delivery: Delivery, session: Session, client_id: str | None, durable: bool) -> None:
+        self.delivery = delivery
+        self.session = session
+        self.client_id = client_id
+        self.durable = durable
+        self.connection: Connection | None = None
+        self.filters: dict[str, int] = {}
+        self.inflight: dict[str, Inflight] = {}
+        self.queue: deque[Message] | None = None
+        self.queued_bytes = 0
+        self.dropped_offline = 0
+        self.retry_handle: int | None = None
+        self.ttl_handle: int | None = None
+        self.released = False
+
+    def on_timer(self, now_ms: int) -> None:
+        """Redeliver what is due (the scheduler calls this at the first entry's retry time)."""
+        self.delivery.on_retry_due(self, now_ms)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Subscriber client_id={self.client_id!r} durable={self.durable} online={self.connection is not None}"
+            f" inflight={len(self.inflight)} queued={len(self.queue or ())}>"
+        )
+
+
+class DurableExpiry:
+    """Scheduler item ending an offline durable subscriber at its TTL."""
+
+    __slots__ = ("subscriber",)
+
+    def __init__(self, subscriber: Subscriber) -> None:
+        self.subscriber = subscriber
+
+    def on_timer(self, now_ms: int) -> None:
+        self.subscriber.delivery.expire_durable(self.subscriber)
