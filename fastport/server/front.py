@@ -61,7 +61,7 @@ def make_ws_protocol(
         idle_timeout_s if auto_ping else 20.0,  # auto_ping_idle_timeout
         min(ping_reply_timeout_s, idle_timeout_s) if auto_ping else 20.0,  # auto_ping_reply_timeout
         WSAutoPingStrategy.PING_WHEN_IDLE,
-        True,  # enable_auto_pong
+        False,  # enable_auto_pong: BrokerListener answers pings after checking the reserved bits
         max_frame_size,
         None,  # extra_headers
         2048,  # read_buffer_init_size: picows's floor; it grows on demand

@@ -28,6 +28,7 @@ _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CONTINUATION = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
+_PING = WSMsgType.PING
 
 
 def valid_close_code(code: int) -> bool:
@@ -86,6 +87,8 @@ class BrokerListener(WSListener):  # type: ignore[misc]
             self._broker.receive(conn, frame.get_payload_as_bytes())
         elif msg_type is _CLOSE:
             self._on_close_frame(transport, frame)
+        elif msg_type is _PING:
+            transport.send_pong(frame.get_payload_as_bytes())
         elif msg_type is _TEXT or msg_type is _BINARY or msg_type is _CONTINUATION:
             self._on_data_frame(msg_type, frame)
 
