@@ -327,3 +327,28 @@ async def test_will_with_invalid_topic_is_refused(make_session: SessionFactory, 
     assert refused["type"] == "init_response" and refused["code"] == ErrorCode.INVALID_TOPIC
     client.send({"type": "init", "sessionName": session["sessionName"], "password": "pw", "will": "soon"})
     assert (await client.recv())["field"] == "will"
+
+
+# ------------------------------------------------------------------------------------ slow consumers
+
+
+async def test_no_redelivery_while_the_previous_copy_is_still_unsent(
+    make_session: SessionFactory, connect: ClientFactory, server: FastportServer
+) -> None:
+    session = await make_session(retryInterval=200, maxRetryLimit=50)
+    publisher, stalled = await connect(session), await connect(session)
+    await stalled.subscribe("bulk")
+    stalled.transport.underlying_transport.pause_reading()  # a consumer that stops reading its socket
+    big = "x" * (512 * 1024)
+    for _ in range(24):  # 12 MiB: more than the kernel's loopback buffers take
+        publisher.publish("bulk", data=big)
+        await publisher.recv_type("publish_response")
+    (listener,) = [item for item in server._listeners if item._conn.subscriber is not None
+                   and "bulk" in item._conn.subscriber.filters]
+    assert listener.backlog > 0
+    await asyncio.sleep(0.7)  # three retry intervals
+    assert listener.backlog > 0
+    assert server.broker.delivery.redeliveries == 0
+    stalled.transport.underlying_transport.resume_reading()
+    first = await stalled.recv_type("message", timeout=10)
+    assert "retry" not in first
