@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Final
 from fastport.broker.subscriber import DurableExpiry, Inflight, Subscriber
 from fastport.errors import ErrorCode, LimitExceeded, ProtocolError
 from fastport.protocol import codec
-from fastport.protocol.frames import QOS_AT_LEAST_ONCE, QOS_AT_MOST_ONCE, Publish, Will
+from fastport.protocol.frames import QOS_AT_MOST_ONCE, Publish, Will
 from fastport.protocol.topics import filter_matches
 
 if TYPE_CHECKING:
@@ -154,11 +154,11 @@ class Delivery:
             self._retain(session, publish, timestamp)
         delivered = 0
         for subscriber, subscription_qos in session.index.match(publish.topic).items():
-            connection = subscriber.connection  # type: ignore[attr-defined]
+            connection = subscriber.connection
             if connection is publisher and connection is not None:
                 continue
             qos = publish.qos if publish.qos < subscription_qos else subscription_qos
-            if self._offer(subscriber, message, qos, now):  # type: ignore[arg-type]
+            if self._offer(subscriber, message, qos, now):
                 delivered += 1
         message.delivered_to = delivered
         self.published += 1
@@ -456,7 +456,7 @@ class Delivery:
         subscriber.released = True
         session = subscriber.session
         for topic_filter in subscriber.filters:
-            session.index.discard(topic_filter, subscriber)  # type: ignore[arg-type]
+            session.index.discard(topic_filter, subscriber)
         subscriber.filters.clear()
         if subscriber.client_id is not None and session.clients.get(subscriber.client_id) is subscriber:
             del session.clients[subscriber.client_id]

@@ -8,6 +8,7 @@ build server frames as bytes, ready to be written to any number of connections.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 import orjson
@@ -82,9 +83,11 @@ def _flag(obj: dict[str, Any], name: str) -> bool:
 
 def _timestamp(obj: dict[str, Any]) -> int | float | None:
     value = obj.get("timestamp")
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _invalid("timestamp", "a number")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _decode_will(obj: dict[str, Any]) -> Will | None:
@@ -162,7 +165,7 @@ def _decode_disconnect(obj: dict[str, Any], raw: bytes) -> Disconnect:
     return Disconnect()
 
 
-_DECODERS: Final = {
+_DECODERS: Final[dict[object, Callable[[dict[str, Any], bytes], ClientFrame]]] = {
     frames.INIT: _decode_init,
     frames.SUBSCRIBE: _decode_subscribe,
     frames.UNSUBSCRIBE: _decode_unsubscribe,
@@ -198,10 +201,10 @@ def decode(payload: bytes) -> ClientFrame:
         raise ProtocolError("invalid JSON", code=ErrorCode.INVALID_JSON) from None
     if not isinstance(obj, dict):
         raise ProtocolError("frame must be a JSON object", code=ErrorCode.NOT_AN_OBJECT)
-    decoder = _DECODERS.get(obj.get("type"))  # type: ignore[arg-type]
+    decoder = _DECODERS.get(obj.get("type"))
     if decoder is None:
         raise ProtocolError("Unknown message type", code=ErrorCode.UNKNOWN_TYPE, field="type")
-    return decoder(obj, payload)  # type: ignore[operator, no-any-return]
+    return decoder(obj, payload)
 
 
 def encode(obj: dict[str, Any]) -> bytes:
