@@ -7,6 +7,7 @@ and this module never imports it (pytest runs with ``filterwarnings = error``).
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -27,8 +29,17 @@ ADMIN_TOKEN = "smoke-test-admin-token-0123456789"
 LISTENING_RE = re.compile(r"fastport listening on 127\.0\.0\.1:(\d+)")
 START_TIMEOUT_S = 15.0
 
-sys.path.insert(0, str(REPO / "loadtest"))
-from make_cert import make_certificate  # noqa: E402
+
+def _load_make_cert() -> ModuleType:
+    """loadtest/ is not a package: load its certificate helper by path, without touching sys.path."""
+    spec = importlib.util.spec_from_file_location("fastport_loadtest_make_cert", REPO / "loadtest" / "make_cert.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_certificate = _load_make_cert().make_certificate
 
 pytestmark = pytest.mark.timeout(120)
 
