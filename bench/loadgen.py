@@ -595,7 +595,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--duration", type=float, default=5.0, help="s1 measured seconds")
     parser.add_argument("--subscribers", type=int, default=50)
-    parser.add_argument("--window", type=int, default=64, help="s1 publish window")
+    parser.add_argument("--window", type=int, default=256, help="s1 publish window")
     parser.add_argument("--latency-subscribers", type=int, default=10)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--latency-duration", type=float, default=5.0)

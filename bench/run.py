@@ -357,6 +357,16 @@ def table(results: dict[str, list[dict[str, Any]]], brokers: list[str], columns:
     return lines
 
 
+def bound_note(results: dict[str, list[dict[str, Any]]], brokers: list[str], path: tuple[str, ...]) -> list[str]:
+    """A sentence naming the brokers whose runs were paced by the load generator (its CPU ≥ 90%)."""
+    bound = [LABELS[name] for name in brokers
+             if (values := collect(results, name, *path)) and statistics.median(values) >= 90.0]
+    if not bound:
+        return ["", "The load generator stayed below 90% CPU in every row: the broker set the pace."]
+    return ["", f"Load generator bound (its CPU ≥ 90%, so throughput there is a floor and CPU per delivery the "
+                f"comparable number): {', '.join(bound)}."]
+
+
 def target_lines(results: dict[str, list[dict[str, Any]]], name: str) -> list[str]:
     lines: list[str] = []
 
@@ -422,6 +432,7 @@ def write_report(path: Path, args: argparse.Namespace, info: dict[str, str], bro
             ("broker CPU µs/delivery", ("s1", "cpu_us_per_delivery"), 2),
             ("load gen CPU %", ("s1", "loadgen_cpu_pct"), 0),
         ], ("s1", "cpu_us_per_delivery"), "CPU/delivery")
+        out += bound_note(results, brokers, ("s1", "loadgen_cpu_pct"))
         out.append("")
     if "s2" in args.scenario_list:
         out += [f"## S2 latency: {args.rate:.0f} msg/s to 10 subscribers for {args.latency_duration:.0f} s", "",
@@ -445,6 +456,7 @@ def write_report(path: Path, args: argparse.Namespace, info: dict[str, str], bro
                 ("broker CPU µs/message", ("s3", window, "cpu_us_per_message"), 2),
                 ("load gen CPU %", ("s3", window, "loadgen_cpu_pct"), 0),
             ], ("s3", window, "messages_per_s"), "msg/s")
+            out += bound_note(results, brokers, ("s3", window, "loadgen_cpu_pct"))
             out.append("")
     if "s4" in args.scenario_list or "s5" in args.scenario_list:
         out += [f"## S4 memory: {args.connections:,} idle, authenticated, subscribed connections", "",
@@ -492,7 +504,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="runs per broker (fresh broker each run; default 3)")
     parser.add_argument("--duration", type=float, default=5.0, help="S1 measured seconds (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each window")
-    parser.add_argument("--window", type=int, default=64, help="S1 publish window (default 64)")
+    parser.add_argument("--window", type=int, default=256, help="S1 publish window (default 256)")
     parser.add_argument("--subscribers", type=int, default=50, help="S1 subscribers (default 50)")
     parser.add_argument("--rate", type=float, default=1000.0, help="S2 messages/s (default 1000)")
     parser.add_argument("--latency-duration", type=float, default=5.0, help="S2 measured seconds (default 5)")
