@@ -545,6 +545,12 @@ async def scenario_connections(cls: type[Client], args: argparse.Namespace, tag:
     await asyncio.sleep(args.settle)
     rss_after = broker_rss_kib(args.broker_pid)
     opened = len(clients)
+    if args.hold_dir:  # bench/memprofile.py snapshots the broker's heap while the connections are open
+        ready, done = os.path.join(args.hold_dir, "ready"), os.path.join(args.hold_dir, "done")
+        open(ready, "w").close()
+        deadline = time.monotonic() + 300
+        while not os.path.exists(done) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
     close_all(clients)
     await asyncio.sleep(1.0)
     return {
@@ -604,6 +610,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--settle", type=float, default=2.0)
+    parser.add_argument("--hold-dir", default="", help="s4: touch DIR/ready, keep the connections until DIR/done")
     return parser.parse_args(argv)
 
 

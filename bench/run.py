@@ -395,7 +395,7 @@ def target_lines(results: dict[str, list[dict[str, Any]]], name: str) -> list[st
 
 
 def write_report(path: Path, args: argparse.Namespace, info: dict[str, str], brokers: list[str],
-                 results: dict[str, list[dict[str, Any]]], micro: str, profile: list[str],
+                 results: dict[str, list[dict[str, Any]]], micro: str, profile: list[str], memory: list[str],
                  load: tuple[str, str], wall_s: float, notes: list[str]) -> None:
     runs = {name: len(results.get(name, [])) for name in brokers}
     out: list[str] = ["# fastport benchmark results", ""]
@@ -484,6 +484,8 @@ def write_report(path: Path, args: argparse.Namespace, info: dict[str, str], bro
     out.append("")
     if profile:
         out += ["## Profile of fastport S1 (where the CPU goes)", ""] + profile + [""]
+    if memory:
+        out += ["## Memory profile of fastport connections (`python bench/memprofile.py`)", ""] + memory + [""]
     if micro:
         out += ["## Micro-benchmarks of the `_speedups` twins (`python bench/micro.py`)", "", micro.strip(), ""]
     out += ["## Raw results", "", "<details><summary>JSON per broker and run</summary>", "", "```json",
@@ -515,6 +517,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=300.0, help="limit for one load generator process (s)")
     parser.add_argument("--no-micro", dest="micro", action="store_false", help="skip bench/micro.py")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="skip the py-spy profile")
+    parser.add_argument("--no-memprofile", dest="memprofile", action="store_false",
+                        help="skip bench/memprofile.py (tracemalloc per connection)")
     parser.add_argument("--native", action="store_true", help="py-spy --native (C frames of Cython/picows too)")
     parser.add_argument("--profile-top", type=int, default=15)
     parser.add_argument("--quick", action="store_true",
@@ -565,6 +569,14 @@ def main() -> None:
         out = subprocess.run(pinned(args.broker_cpu, [sys.executable, str(HERE / "micro.py"), "--markdown"]),
                              capture_output=True, text=True, timeout=600)
         micro = out.stdout if out.returncode == 0 else f"micro.py failed:\n```\n{out.stderr[-2000:]}\n```"
+    memory: list[str] = []
+    if args.memprofile and "fastport" in brokers and "s4" in scenarios:
+        print("memory profile: fastport connections under tracemalloc", file=sys.stderr, flush=True)
+        out = subprocess.run(pinned(args.broker_cpu, [sys.executable, str(HERE / "memprofile.py"), "--connections",
+                                                      str(min(args.connections, 2000)), "--loadgen-cpu",
+                                                      str(args.loadgen_cpu)]),
+                             capture_output=True, text=True, timeout=600, preexec_fn=raise_nofile)
+        memory = (out.stdout if out.returncode == 0 else f"memprofile.py failed:\n{out.stderr[-2000:]}").splitlines()
     profile: list[str] = []
     if args.profile and "fastport" in brokers and "s1" in args.scenario_list:
         print("profile: fastport S1 under py-spy", file=sys.stderr, flush=True)
@@ -572,7 +584,7 @@ def main() -> None:
             profile = profile_fanout(args)
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             profile = [f"profiling failed: {exc}"]
-    write_report(args.output, args, info, brokers, results, micro, profile, (load_start, load_average()),
+    write_report(args.output, args, info, brokers, results, micro, profile, memory, (load_start, load_average()),
                  time.monotonic() - started, notes)
     print(f"wrote {args.output}", file=sys.stderr)
 
