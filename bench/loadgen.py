@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import gc
 import itertools
 import json
@@ -52,6 +53,9 @@ import mqtt  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAYLOAD_SIZE = 256
+RATE_LIMITED = 4005  # fastport's publish_response code when the per-connection publish rate limit refuses one
+BACKOFF_S = 0.05  # pause after a refused publish, so the publisher stays under the limit's close threshold
+PACER_BURST = 256
 now_ns = time.monotonic_ns
 
 
@@ -119,8 +123,11 @@ class Client(WSListener):  # type: ignore[misc]
         self.on_message: Callable[[bytes | str, Any], None] = _ignore
         self.on_confirm: Callable[[Any], None] = _ignore
         self.on_acked: Callable[[Any], None] = _ignore
+        self.on_reject: Callable[[Any], None] = _ignore  # the broker refused a publish (fastport: rate limit)
+        self.rejected = 0
         self.auto_ack = True
         self.errors = 0
+        self.error_samples: list[Any] = []
         self._waiter: asyncio.Future[Any] | None = None
         self.closed = False
 
@@ -169,6 +176,10 @@ class FastportClient(Client):
     session = "bench"
     password = "pw"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._unanswered: collections.deque[str] = collections.deque()
+
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type != WSMsgType.TEXT:
             return
@@ -179,10 +190,17 @@ class FastportClient(Client):
                 transport.send(WSMsgType.TEXT, b'{"type":"ack","messageId":%s}' % orjson.dumps(msg["messageId"]))
             self.on_message(msg["data"], msg)
         elif kind == "publish_response":
+            # Answers come in publish order; a rate-limit refusal carries no messageId, so take it from the queue.
+            key = self._unanswered.popleft() if self._unanswered else msg.get("messageId")
             if msg.get("success"):
                 self.on_confirm(msg["messageId"])
+            elif msg.get("code") == RATE_LIMITED:
+                self.rejected += 1
+                self.on_reject(key)
             else:
                 self.errors += 1
+                if len(self.error_samples) < 5:
+                    self.error_samples.append(msg)
         elif kind == "ack_received":
             self.on_acked(msg["messageId"])
         elif kind in ("init_response", "subscribe_response"):
@@ -191,6 +209,8 @@ class FastportClient(Client):
             self._resolve(msg)
         elif kind == "error":
             self.errors += 1
+            if len(self.error_samples) < 5:
+                self.error_samples.append(msg)
 
     async def start(self, name: str) -> None:
         assert self.transport is not None
@@ -210,6 +230,7 @@ class FastportClient(Client):
     def publish(self, topic: str, payload: bytes, key: Any, qos: int = 1, reply: str | None = None) -> None:
         assert self.transport is not None
         # The payload is ASCII without quotes or backslashes, so it goes into the JSON string as is.
+        self._unanswered.append(str(key))
         self.transport.send(WSMsgType.TEXT, b'{"type":"publish","topic":"%s","data":"%s","messageId":"%s"}'
                             % (topic.encode(), payload, str(key).encode()))
 
@@ -334,6 +355,51 @@ CLIENTS: dict[str, type[Client]] = {"fastport": FastportClient, "mqtt": MQTTClie
 # -- scenarios --------------------------------------------------------------------------------------------------
 
 
+class Pacer:
+    """Lets a publisher's window refill at most ``rate`` publishes/s (0: unlimited) and backs off after refusals.
+
+    fastport refuses publishes over its per-connection publish rate limit (and closes a connection that keeps
+    trying), so its publisher is paced just under that limit; a refusal still pauses refills for BACKOFF_S.
+    """
+
+    def __init__(self, fill: Callable[[], None], rate: float) -> None:
+        self.fill = fill
+        self.rate = rate
+        self.loop = asyncio.get_running_loop()
+        self.tokens = min(PACER_BURST, rate) if rate else 0.0
+        self.updated = self.loop.time()
+        self.until = 0.0
+        self.scheduled = False
+
+    def allow(self) -> bool:
+        now = self.loop.time()
+        if now < self.until:
+            self._resume_at(self.until)
+            return False
+        if not self.rate:
+            return True
+        self.tokens = min(float(PACER_BURST), self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        self._resume_at(now + (1.0 - self.tokens) / self.rate)
+        return False
+
+    def refused(self) -> None:
+        self.until = self.loop.time() + BACKOFF_S
+        self._resume_at(self.until)
+
+    def _resume_at(self, when: float) -> None:
+        if not self.scheduled:
+            self.scheduled = True
+            self.loop.call_at(when + 0.0005, self._resume)
+
+    def _resume(self) -> None:
+        self.scheduled = False
+        self.fill()
+
+
 class Window:
     """Times a measured window: wall clock, broker CPU, this process's CPU."""
 
@@ -371,7 +437,7 @@ async def scenario_fanout(cls: type[Client], args: argparse.Namespace, tag: str)
     running = True
 
     def fill() -> None:
-        while running and len(remaining) < args.window:
+        while running and len(remaining) < args.window and pacer.allow():
             seq = next(seqs)
             remaining[seq] = needed
             publisher.publish(topic, make_payload(seq, 0), f"{tag}-{seq}")
@@ -393,7 +459,14 @@ async def scenario_fanout(cls: type[Client], args: argparse.Namespace, tag: str)
 
     for sub in subscribers:
         sub.on_message = on_message
+    pacer = Pacer(fill, args.publish_cap)
+
+    def refused(key: str) -> None:
+        remaining.pop(int(key.rsplit("-", 1)[1]), None)
+        pacer.refused()
+
     publisher.on_confirm = lambda key: done(int(str(key).rsplit("-", 1)[1]) if isinstance(key, str) else key)
+    publisher.on_reject = refused
     fill()
     await asyncio.sleep(args.warmup)
     window = Window(args.broker_pid)
@@ -409,7 +482,8 @@ async def scenario_fanout(cls: type[Client], args: argparse.Namespace, tag: str)
     result.update(deliveries=deliveries, deliveries_per_s=deliveries / result["wall_s"],
                   messages_per_s=(counters["completed"] - start["completed"]) / result["wall_s"],
                   cpu_us_per_delivery=1e6 * result["broker_cpu_s"] / max(1, deliveries),
-                  stalled=len(remaining), errors=errors, window=args.window, subscribers=args.subscribers)
+                  stalled=len(remaining), errors=errors, rejected=publisher.rejected, window=args.window,
+                  subscribers=args.subscribers)
     return result
 
 
@@ -477,7 +551,7 @@ async def scenario_roundtrip(cls: type[Client], args: argparse.Namespace, tag: s
     recording = False
 
     def fill() -> None:
-        while running and len(sent_at) < window_size:
+        while running and len(sent_at) < window_size and pacer.allow():
             seq = next(seqs)
             sent_at[seq] = now_ns()
             publisher.publish(topic, make_payload(seq, 0), f"{tag}-{seq}", reply=reply_topic)
@@ -491,6 +565,13 @@ async def scenario_roundtrip(cls: type[Client], args: argparse.Namespace, tag: s
             samples.append(now_ns() - started)
         fill()
 
+    pacer = Pacer(fill, args.publish_cap)
+
+    def refused(key: str) -> None:
+        sent_at.pop(int(key.rsplit("-", 1)[1]), None)
+        pacer.refused()
+
+    publisher.on_reject = refused
     if cls is FastportClient:
         publisher.on_acked = lambda key: complete(int(key.rsplit("-", 1)[1]))
     else:
@@ -514,6 +595,9 @@ async def scenario_roundtrip(cls: type[Client], args: argparse.Namespace, tag: s
     running = False
     await asyncio.sleep(0.3)
     close_all([subscriber, publisher])
+    result["errors"] = subscriber.errors + publisher.errors
+    result["rejected"] = publisher.rejected
+    result["stalled"] = len(sent_at)
     result.update(percentiles(samples))
     result.update(window=window_size, messages=done, messages_per_s=done / result["wall_s"],
                   cpu_us_per_message=1e6 * result["broker_cpu_s"] / max(1, done))
@@ -575,9 +659,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         gc.collect()
         gc.disable()
         if name == "s1":
-            results["s1"] = await scenario_fanout(cls, args, tag)
+            results["s1"] = await scenario_fanout(cls, args, f"{tag}f")
         elif name == "s2":
-            results["s2"] = await scenario_latency(cls, args, tag)
+            results["s2"] = await scenario_latency(cls, args, f"{tag}l")
         elif name == "s3":
             results["s3"] = {str(w): await scenario_roundtrip(cls, args, f"{tag}w{w}", w) for w in args.windows}
         elif name in ("s4", "s5"):
@@ -610,6 +694,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--settle", type=float, default=2.0)
+    parser.add_argument("--publish-cap", type=float, default=0.0,
+                        help="s1/s3: at most this many publishes/s per publisher connection (0: no cap)")
     parser.add_argument("--hold-dir", default="", help="s4: touch DIR/ready, keep the connections until DIR/done")
     return parser.parse_args(argv)
 

@@ -174,6 +174,15 @@ def start_broker(name: str, workdir: Path, cpu: int) -> RunningBroker:
     return start_nats(workdir, cpu)
 
 
+def fastport_publish_limit() -> float:
+    """fastport's default per-connection publish rate limit (publishes/s), or 0 if this version has none."""
+    try:
+        from fastport.broker.limits import BrokerLimits
+    except ImportError:
+        return 0.0
+    return float(getattr(BrokerLimits(), "publish_rate_per_s", 0.0) or 0.0)
+
+
 def http_json(port: int, method: str, path: str, body: Any = None) -> dict[str, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method, headers={
@@ -201,6 +210,8 @@ def run_loadgen(broker: RunningBroker, args: argparse.Namespace, scenarios: str)
             "--window", str(args.window), "--subscribers", str(args.subscribers),
             "--latency-duration", str(args.latency_duration), "--rate", str(args.rate),
             "--roundtrip-duration", str(args.roundtrip_duration), "--connections", str(args.connections)]
+    if kind == "fastport" and args.publish_cap:
+        argv += ["--publish-cap", str(args.publish_cap)]
     env = {**os.environ}
     env.pop("FASTPORT_NO_EXTENSIONS", None)
     result = subprocess.run(pinned(args.loadgen_cpu, argv), capture_output=True, text=True, env=env,
@@ -512,6 +523,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-duration", type=float, default=5.0, help="S2 measured seconds (default 5)")
     parser.add_argument("--roundtrip-duration", type=float, default=3.0, help="S3 seconds per window (default 3)")
     parser.add_argument("--connections", type=int, default=10_000, help="S4/S5 connections (default 10000)")
+    parser.add_argument("--publish-cap", type=float, default=-1.0,
+                        help="pace each fastport publisher to this many publishes/s (default: 98%% of the broker's "
+                             "per-connection publish rate limit; 0: no pacing)")
     parser.add_argument("--broker-cpu", type=int, default=1)
     parser.add_argument("--loadgen-cpu", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=300.0, help="limit for one load generator process (s)")
@@ -530,6 +544,9 @@ def parse_args() -> argparse.Namespace:
         args.runs, args.duration, args.latency_duration, args.roundtrip_duration = 1, 2.0, 2.0, 2.0
         args.connections = 1000
     args.scenario_list = args.scenarios.split(",")
+    args.publish_limit = fastport_publish_limit()
+    if args.publish_cap < 0:
+        args.publish_cap = 0.98 * args.publish_limit
     return args
 
 
@@ -546,6 +563,12 @@ def main() -> None:
     info = machine_info()
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in brokers}
     notes = list(args.note)
+    if args.publish_cap:
+        notes.append(f"fastport publishers are paced to ≤ {args.publish_cap:,.0f} publishes/s per connection: fastport "
+                     f"refuses publishes over its default per-connection publish rate limit "
+                     f"({args.publish_limit:,.0f}/s, `BrokerLimits.publish_rate_per_s`, not settable from "
+                     "`fastport serve` at this commit) and closes a connection that keeps trying. A fastport S1 or "
+                     "S3 row at that rate measures the limit, not the engine.")
     for run in range(args.runs):
         for name in brokers:
             print(f"[run {run + 1}/{args.runs}] {name}: {scenarios}", file=sys.stderr, flush=True)
