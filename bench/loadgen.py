@@ -27,6 +27,9 @@ What each scenario measures (the same for the three protocols unless said):
   ``init``; MQTT CONNECT/CONNACK; NATS CONNECT + PING/PONG); the time of that phase gives connections/s (s5).
   Then each subscribes to its own topic; after a settle time the broker's RSS growth / N is the cost of one
   idle, authenticated, subscribed connection.
+
+``--publish-cap R`` paces each publisher to at most R publishes/s (``Pacer``): fastport refuses publishes over its
+per-connection publish rate limit and closes a connection that keeps trying.
 """
 
 from __future__ import annotations
