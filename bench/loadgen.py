@@ -538,54 +538,74 @@ async def scenario_latency(cls: type[Client], args: argparse.Namespace, tag: str
     return result
 
 
-async def scenario_roundtrip(cls: type[Client], args: argparse.Namespace, tag: str, window_size: int) -> dict[str, Any]:
-    topic = f"bench/{tag}/rt{window_size}"
-    reply_topic = f"bench/{tag}/reply{window_size}"
+SEQ_STRIDE = 1_000_000_000  # seq = publisher index * SEQ_STRIDE + n, so a reply finds its publisher
+
+
+async def scenario_roundtrip(cls: type[Client], args: argparse.Namespace, tag: str, window_size: int,
+                             publishers: int = 1) -> dict[str, Any]:
+    """S3; with ``publishers`` > 1 the window is split evenly over that many publisher connections."""
+    topic = f"bench/{tag}/rt"
+    reply_topics = [f"bench/{tag}/reply{i}" for i in range(publishers)]
     subscriber = await cls.open(f"{tag}-rsub")
     await subscriber.subscribe(topic)
-    publisher = await cls.open(f"{tag}-rpub")
+    pubs = [await cls.open(f"{tag}-rpub{i}") for i in range(publishers)]
     if cls is not FastportClient:
-        await publisher.subscribe(reply_topic)
-    sent_at: dict[int, int] = {}
+        for pub, reply_topic in zip(pubs, reply_topics):
+            await pub.subscribe(reply_topic)
+    per_publisher = max(1, window_size // publishers)
+    sent_at: list[dict[int, int]] = [{} for _ in range(publishers)]
     samples: list[int] = []
     counters = {"completed": 0}
-    seqs = itertools.count()
     running = True
     recording = False
 
-    def fill() -> None:
-        while running and len(sent_at) < window_size and pacer.allow():
-            seq = next(seqs)
-            sent_at[seq] = now_ns()
-            publisher.publish(topic, make_payload(seq, 0), f"{tag}-{seq}", reply=reply_topic)
+    def make_fill(i: int) -> Callable[[], None]:
+        pub, pending, reply_topic = pubs[i], sent_at[i], reply_topics[i]
+        seqs = itertools.count(i * SEQ_STRIDE)
+
+        def fill() -> None:
+            while running and len(pending) < per_publisher and pacers[i].allow():
+                seq = next(seqs)
+                pending[seq] = now_ns()
+                pub.publish(topic, make_payload(seq, 0), f"{tag}-{seq}", reply=reply_topic)
+
+        return fill
+
+    fills = [make_fill(i) for i in range(publishers)]
+    pacers = [Pacer(fill, args.publish_cap) for fill in fills]
 
     def complete(seq: int) -> None:
-        started = sent_at.pop(seq, None)
+        i = seq // SEQ_STRIDE
+        started = sent_at[i].pop(seq, None)
         if started is None:
             return
         counters["completed"] += 1
         if recording:
             samples.append(now_ns() - started)
-        fill()
+        fills[i]()
 
-    pacer = Pacer(fill, args.publish_cap)
+    def seq_of(key: str) -> int:
+        return int(key.rsplit("-", 1)[1])
 
-    def refused(key: str) -> None:
-        sent_at.pop(int(key.rsplit("-", 1)[1]), None)
-        pacer.refused()
+    for i, pub in enumerate(pubs):
+        def refused(key: str, i: int = i) -> None:
+            sent_at[i].pop(seq_of(key), None)
+            pacers[i].refused()
 
-    publisher.on_reject = refused
-    if cls is FastportClient:
-        publisher.on_acked = lambda key: complete(int(key.rsplit("-", 1)[1]))
-    else:
-        # The subscriber answers on the reply topic (MQTT QoS 1 / NATS reply subject); its arrival completes.
+        pub.on_reject = refused
+        if cls is FastportClient:
+            pub.on_acked = lambda key: complete(seq_of(key))
+        else:
+            pub.on_message = lambda data, _meta: complete(parse_payload(data)[0])
+    if cls is not FastportClient:
+        # The subscriber answers on its publisher's reply topic (MQTT QoS 1 / NATS reply subject).
         def answer(data: bytes | str, _meta: Any) -> None:
             seq = parse_payload(data)[0]
-            subscriber.publish(reply_topic, make_payload(seq, 0), ("reply", seq))
+            subscriber.publish(reply_topics[seq // SEQ_STRIDE], make_payload(seq, 0), ("reply", seq))
 
         subscriber.on_message = answer
-        publisher.on_message = lambda data, _meta: complete(parse_payload(data)[0])
-    fill()
+    for fill in fills:
+        fill()
     await asyncio.sleep(args.warmup)
     window = Window(args.broker_pid)
     start = counters["completed"]
@@ -597,12 +617,12 @@ async def scenario_roundtrip(cls: type[Client], args: argparse.Namespace, tag: s
     done = counters["completed"] - start
     running = False
     await asyncio.sleep(0.3)
-    close_all([subscriber, publisher])
-    result["errors"] = subscriber.errors + publisher.errors
-    result["rejected"] = publisher.rejected
-    result["stalled"] = len(sent_at)
+    close_all([subscriber, *pubs])
+    result["errors"] = subscriber.errors + sum(pub.errors for pub in pubs)
+    result["rejected"] = sum(pub.rejected for pub in pubs)
+    result["stalled"] = sum(len(pending) for pending in sent_at)
     result.update(percentiles(samples))
-    result.update(window=window_size, messages=done, messages_per_s=done / result["wall_s"],
+    result.update(window=window_size, publishers=publishers, messages=done, messages_per_s=done / result["wall_s"],
                   cpu_us_per_message=1e6 * result["broker_cpu_s"] / max(1, done))
     return result
 
@@ -667,6 +687,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             results["s2"] = await scenario_latency(cls, args, f"{tag}l")
         elif name == "s3":
             results["s3"] = {str(w): await scenario_roundtrip(cls, args, f"{tag}w{w}", w) for w in args.windows}
+            if args.split_publishers > 1:
+                w, n = max(args.windows), args.split_publishers
+                results["s3"][f"{w}x{n}"] = await scenario_roundtrip(cls, args, f"{tag}w{w}x{n}", w, n)
         elif name in ("s4", "s5"):
             if "s4" not in results:
                 results["s4"] = await scenario_connections(cls, args, tag)
@@ -694,6 +717,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-duration", type=float, default=5.0)
     parser.add_argument("--windows", type=lambda s: [int(w) for w in s.split(",")], default=[1, 64])
     parser.add_argument("--roundtrip-duration", type=float, default=3.0)
+    parser.add_argument("--split-publishers", type=int, default=8,
+                        help="s3: also run the largest window split over this many publishers (1: don't)")
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--settle", type=float, default=2.0)
