@@ -52,7 +52,7 @@ import uvloop
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import mqtt  # noqa: E402
+import mqtt
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAYLOAD_SIZE = 256
@@ -97,7 +97,10 @@ def percentiles(samples: list[int]) -> dict[str, float]:
         return {}
     samples.sort()
     n = len(samples)
-    pick = lambda q: samples[min(n - 1, int(q * n))] / 1000.0  # noqa: E731
+
+    def pick(q: float) -> float:
+        return samples[min(n - 1, int(q * n))] / 1000.0
+
     return {"p50_us": pick(0.50), "p99_us": pick(0.99), "p999_us": pick(0.999), "samples": n}
 
 
@@ -260,9 +263,7 @@ class MQTTClient(Client):
                 key = self._pending.pop(mqtt.packet_id_of(body), None)
                 if key is not None:
                     self.on_confirm(key)
-            elif kind == mqtt.CONNACK:
-                self._resolve(body)
-            elif kind == mqtt.SUBACK:
+            elif kind == mqtt.CONNACK or kind == mqtt.SUBACK:
                 self._resolve(body)
 
     async def start(self, name: str) -> None:
@@ -730,7 +731,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     results = uvloop.run(main_async(args))
     sys.stdout.write(json.dumps(results) + "\n")

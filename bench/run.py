@@ -215,7 +215,7 @@ def run_loadgen(broker: RunningBroker, args: argparse.Namespace, scenarios: str)
         argv += ["--publish-cap", str(args.publish_cap)]
     env = {**os.environ}
     env.pop("FASTPORT_NO_EXTENSIONS", None)
-    result = subprocess.run(pinned(args.loadgen_cpu, argv), capture_output=True, text=True, env=env,
+    result = subprocess.run(pinned(args.loadgen_cpu, argv), check=False, capture_output=True, text=True, env=env,
                             timeout=args.timeout, preexec_fn=raise_nofile)
     if result.returncode != 0:
         raise RuntimeError(f"loadgen for {broker.name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
@@ -297,7 +297,7 @@ def profile_fanout(args: argparse.Namespace) -> list[str]:
 
 def first_line(argv: list[str]) -> str:
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     text = (out.stdout or out.stderr).strip().splitlines()
@@ -418,7 +418,7 @@ def write_report(path: Path, args: argparse.Namespace, info: dict[str, str], bro
     runs = {name: len(results.get(name, [])) for name in brokers}
     out: list[str] = ["# fastport benchmark results", ""]
     out.append(f"Written by `python bench/run.py {' '.join(sys.argv[1:])}` on "
-               f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} in {wall_s / 60:.1f} min. "
+               f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC} in {wall_s / 60:.1f} min. "
                "Cells are **median (min–max)** over the runs; ratio columns compare medians.")
     out += ["", "## Machine and versions", "",
             f"- CPU: {info['cpu']}, {info['cores']} cores; Linux {info['kernel']}",
@@ -607,7 +607,7 @@ def main() -> None:
     micro = ""
     if args.micro:
         print("micro-benchmarks", file=sys.stderr, flush=True)
-        out = subprocess.run(pinned(args.broker_cpu, [sys.executable, str(HERE / "micro.py"), "--markdown"]),
+        out = subprocess.run(pinned(args.broker_cpu, [sys.executable, str(HERE / "micro.py"), "--markdown"]), check=False,
                              capture_output=True, text=True, timeout=600)
         micro = out.stdout if out.returncode == 0 else f"micro.py failed:\n```\n{out.stderr[-2000:]}\n```"
     memory: list[str] = []
@@ -616,7 +616,7 @@ def main() -> None:
         out = subprocess.run(pinned(args.broker_cpu, [sys.executable, str(HERE / "memprofile.py"), "--connections",
                                                       str(min(args.connections, 2000)), "--loadgen-cpu",
                                                       str(args.loadgen_cpu)]),
-                             capture_output=True, text=True, timeout=600, preexec_fn=raise_nofile)
+                             check=False, capture_output=True, text=True, timeout=600, preexec_fn=raise_nofile)
         memory = (out.stdout if out.returncode == 0 else f"memprofile.py failed:\n{out.stderr[-2000:]}").splitlines()
     profile: list[str] = []
     if args.profile and "fastport" in brokers and "s1" in args.scenario_list:

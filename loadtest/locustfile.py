@@ -23,6 +23,7 @@ websocket-client is blocking; locust's gevent monkey-patching makes it cooperati
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import ssl
@@ -76,10 +77,8 @@ class FastportUser(User):
 
     def on_stop(self) -> None:
         self._running = False
-        try:
+        with contextlib.suppress(Exception):  # the socket may already be gone
             self.ws.close(timeout=1)
-        except Exception:  # noqa: BLE001 - the socket may already be gone
-            pass
         if self._reader is not None:
             self._reader.kill(block=False)
 
@@ -105,7 +104,7 @@ class FastportUser(User):
         ws = websocket.WebSocket(sslopt=sslopt, enable_multithread=True)
         try:
             ws.connect(self.host, timeout=10)
-        except Exception as exc:  # noqa: BLE001 - every connection failure is a locust failure
+        except Exception as exc:
             self.fire("connect", started, exception=exc)
             raise StopUser() from exc
         self.fire("connect", started)
@@ -137,7 +136,7 @@ class FastportUser(User):
                     break
             else:
                 raise TimeoutError(f"no {answer} within 10 s")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             self.fire(name, started, exception=exc)
             raise StopUser() from exc
         finally:
