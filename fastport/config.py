@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
+from fastport.broker.limits import BrokerLimits
 from fastport.errors import ConfigError
 
 DEFAULT_HOST: Final = "127.0.0.1"
@@ -80,6 +81,7 @@ class ServerConfig:
         init_timeout_s: time from the upgrade to a successful ``init``; later close 4003.
         idle_timeout_s: ping a WebSocket peer silent for this long (0: never).
         ping_timeout_s: close (1001) a peer that has not answered a ping within this.
+        limits: per-connection and per-session limits of the broker.
         allowed_origins: ``Origin`` values allowed to upgrade (lowercase, no trailing ``/``);
             empty allows all. An upgrade without ``Origin`` (not a browser) is always allowed.
     """
@@ -103,6 +105,7 @@ class ServerConfig:
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     ping_timeout_s: float = DEFAULT_PING_TIMEOUT_S
     allowed_origins: tuple[str, ...] = ()
+    limits: BrokerLimits = field(default_factory=BrokerLimits)
 
     def __post_init__(self) -> None:
         if not self.host:

@@ -56,6 +56,10 @@ class ErrorCode(IntEnum):
     LIMIT_EXCEEDED = 4001
     BODY_TOO_LARGE = 4002
     QUEUE_OVERFLOW = 4003
+    RATE_LIMITED = 4005
+    TOO_MANY_SUBSCRIPTIONS = 4006
+    TOO_MANY_CONNECTIONS = 4007
+    AUTH_THROTTLED = 4008
     # 5xxx: the broker failed
     INTERNAL = 5000
 
@@ -74,6 +78,9 @@ class CloseCode(IntEnum):
     SESSION_EXPIRED = 4002
     INIT_TIMEOUT = 4003
     CLIENT_TAKEN_OVER = 4004
+    RATE_LIMIT_ABUSE = 4005
+    AUTH_CUT_OFF = 4006
+    SLOW_CONSUMER = 4007
 
 
 class FastportError(Exception):

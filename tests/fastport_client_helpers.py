@@ -104,7 +104,10 @@ class WSClient:
         if not self.transport.is_disconnected:
             self.transport.send_close(WSCloseCode.OK)
             self.transport.disconnect()
-            await self.transport.wait_disconnected()
+            try:
+                await asyncio.wait_for(self.transport.wait_disconnected(), TIMEOUT_S)
+            except TimeoutError:
+                self.transport.disconnect(graceful=False)
 
 
 async def http(

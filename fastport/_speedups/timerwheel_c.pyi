@@ -1,11 +1,12 @@
 """Stub for the compiled TimerWheel; it mirrors fastport._speedups.timerwheel_py."""
 
-from typing import Final
+from typing import Final, final
 
 __all__ = ["MAX_DELAY_MS", "TimerWheel"]
 
 MAX_DELAY_MS: Final[int]
 
+@final
 class TimerWheel:
     def __init__(self, now_ms: int, tick_ms: int = 1) -> None: ...
     def schedule(self, deadline_ms: int, item: object) -> int: ...

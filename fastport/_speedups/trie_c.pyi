@@ -1,7 +1,10 @@
 """Stub for the compiled TopicTrie; it mirrors fastport._speedups.trie_py."""
 
+from typing import final
+
 __all__ = ["TopicTrie"]
 
+@final
 class TopicTrie:
     def __init__(self) -> None: ...
     def subscribe(self, topic_filter: str, subscriber: object, qos: int = 1) -> bool: ...

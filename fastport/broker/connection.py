@@ -17,6 +17,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
+    from fastport.broker.limits import TokenBucket
     from fastport.broker.sessions import Session
     from fastport.broker.subscriber import Subscriber
     from fastport.protocol.frames import Will
@@ -66,7 +67,19 @@ class ConnState(IntEnum):
 class Connection:
     """One WebSocket client, as the broker sees it."""
 
-    __slots__ = ("id", "sink", "state", "session", "subscriber", "user_id", "will", "queued", "files", "remote")
+    __slots__ = (
+        "id",
+        "sink",
+        "state",
+        "session",
+        "subscriber",
+        "user_id",
+        "will",
+        "queued",
+        "files",
+        "remote",
+        "bucket",
+    )
 
     def __init__(self, sink: Sink, remote: str = "") -> None:
         self.id = next(_ids)
@@ -78,6 +91,7 @@ class Connection:
         self.will: Will | None = None
         self.queued: deque[bytes] | None = None
         self.files: dict[str, str] | None = None
+        self.bucket: TokenBucket | None = None
         self.remote = remote
 
     def __repr__(self) -> str:

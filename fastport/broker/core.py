@@ -18,11 +18,21 @@ from typing import Any
 
 from fastport.broker.connection import MAX_FRAMES_DURING_INIT, MAX_OPEN_FILES, Connection, ConnState, Sink
 from fastport.broker.delivery import Delivery
+from fastport.broker.limits import AuthThrottle, BrokerLimits, TokenBucket
 from fastport.broker.scheduler import Scheduler
 from fastport.broker.sessions import Session, SessionRegistry
 from fastport.broker.subscriber import Subscriber
 from fastport.config import SessionSettings
-from fastport.errors import CloseCode, ErrorCode, FastportError, InvalidUtf8, LimitExceeded, ProtocolError
+from fastport.errors import (
+    AuthError,
+    CloseCode,
+    ErrorCode,
+    FastportError,
+    InvalidUtf8,
+    LimitExceeded,
+    ProtocolError,
+    SessionError,
+)
 from fastport.protocol import codec
 from fastport.protocol.frames import Ack, Disconnect, FileControl, Init, Publish, Subscribe, Unsubscribe
 from fastport.protocol.topics import validate_filter, validate_topic
@@ -61,10 +71,22 @@ class Broker:
 
     Args:
         loop: the running event loop (drives the scheduler and the password executor).
+        limits: per-connection and per-session limits.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, limits: BrokerLimits | None = None) -> None:
         self.loop = loop
+        self.limits = limits = limits or BrokerLimits()
+        self.auth_throttle = AuthThrottle(
+            limits.auth_failures_before_delay, limits.auth_failures_before_cutoff, limits.auth_failure_window_s
+        )
+        self.auth_failures = 0
+        self.auth_cut_offs = 0
+        self.rate_limited = 0
+        self.rate_abuse_closes = 0
+        self.subscription_limit_hits = 0
+        self.connection_limit_hits = 0
+        self.slow_consumer_closes = 0
         self.scheduler = Scheduler(loop)
         self.sessions = SessionRegistry()
         self.delivery = Delivery(self.scheduler)
@@ -112,6 +134,12 @@ class Broker:
         will, conn.will = conn.will, None
         if will is not None and not clean and not session.dropped and not self._closing:
             self.delivery.publish_will(session, will)
+
+    def writable(self, conn: Connection) -> None:
+        """``conn``'s transport drained below its limit: send what waited in its queue."""
+        subscriber = conn.subscriber
+        if conn.state is ConnState.OPEN and subscriber is not None and subscriber.connection is conn:
+            self.delivery.drain(subscriber)
 
     def receive(self, conn: Connection, payload: bytes) -> None:
         """Handle one complete text frame from ``conn``."""
@@ -193,13 +221,30 @@ class Broker:
         task.add_done_callback(self._tasks.discard)
 
     async def _authenticate(self, conn: Connection, frame: Init) -> None:
+        address = conn.remote.rpartition(":")[0] or conn.remote
+        keys = (f"address:{address}", f"session:{frame.session_name}")
         try:
-            session = await self.sessions.authenticate(frame.session_name, frame.password)
+            delay_s = self.auth_throttle.delay_s(keys, self.loop.time())
+            if delay_s is None:
+                self.auth_cut_offs += 1
+                raise AuthError("too many authentication failures, try again later", code=ErrorCode.AUTH_THROTTLED)
+            if delay_s:
+                await asyncio.sleep(delay_s)
+            try:
+                session = await self.sessions.authenticate(frame.session_name, frame.password)
+            except (AuthError, SessionError) as exc:
+                if exc.error_code in (ErrorCode.INVALID_PASSWORD, ErrorCode.SESSION_NOT_FOUND):
+                    self.auth_failures += 1
+                    self.auth_throttle.failed(keys, self.loop.time())
+                raise
+            self.auth_throttle.succeeded(keys[0])
         except FastportError as exc:
             if conn.state is ConnState.AUTHENTICATING:
                 conn.state = ConnState.AWAIT_INIT
                 logger.info("connection #%d: init refused: %s", conn.id, exc.error)
                 self._reject(conn, exc, "init_response")
+                if exc.error_code == ErrorCode.AUTH_THROTTLED:
+                    self._close(conn, CloseCode.AUTH_CUT_OFF, "too many authentication failures")
         except Exception:
             logger.exception("init of connection #%d failed", conn.id)
             if conn.state is ConnState.AUTHENTICATING:
@@ -217,14 +262,24 @@ class Broker:
 
     def _open(self, conn: Connection, session: Session, frame: Init) -> None:
         """Bind an authenticated connection to its session and its (maybe resumed) subscriber."""
+        client_id = frame.client_id
+        subscriber = session.clients.get(client_id) if client_id is not None else None
+        taking_over = subscriber is not None and subscriber.connection is not None
+        if len(session.connections) - taking_over >= self.limits.max_connections_per_session:
+            self.connection_limit_hits += 1
+            conn.state = ConnState.AWAIT_INIT
+            error = LimitExceeded(
+                f"too many connections for this session: {self.limits.max_connections_per_session}",
+                code=ErrorCode.TOO_MANY_CONNECTIONS,
+            )
+            self._reject(conn, error, "init_response")
+            return
         conn.state = ConnState.OPEN
         conn.session = session
         conn.user_id = frame.user_id
         conn.will = frame.will
         session.connections.add(conn)
         response: dict[str, Any] = {"type": "init_response", "success": True, "sessionName": session.name}
-        client_id = frame.client_id
-        subscriber = session.clients.get(client_id) if client_id is not None else None
         if subscriber is not None:
             previous = subscriber.connection
             if previous is not None:
@@ -266,10 +321,22 @@ class Broker:
 
     def _on_subscribe(self, conn: Connection, frame: Subscribe) -> None:
         session, subscriber = self._subscriber_of(conn)
+        limits = self.limits
         try:
-            topic_filter = validate_filter(frame.topic)
+            topic_filter = validate_filter(
+                frame.topic, max_length=limits.max_topic_length, max_depth=limits.max_topic_depth
+            )
         except ProtocolError as exc:
             self._reject(conn, exc, "subscribe_response", topic=frame.topic)
+            return
+        filters = subscriber.filters
+        if topic_filter not in filters and len(filters) >= limits.max_subscriptions_per_connection:
+            self.subscription_limit_hits += 1
+            error = LimitExceeded(
+                f"too many subscriptions: {limits.max_subscriptions_per_connection}",
+                code=ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+            )
+            self._reject(conn, error, "subscribe_response", topic=topic_filter)
             return
         session.index.add(topic_filter, subscriber, frame.qos)
         subscriber.filters[topic_filter] = frame.qos
@@ -292,12 +359,35 @@ class Broker:
         if session.suspended or session.dropped:
             self._reject(conn, _SESSION_INVALID, "publish_response", messageId=frame.message_id)
             return
+        if not self._within_rate(conn):
+            return
+        limits = self.limits
         try:
-            validate_topic(frame.topic)
+            validate_topic(frame.topic, max_length=limits.max_topic_length, max_depth=limits.max_topic_depth)
         except ProtocolError as exc:
             self._reject(conn, exc, "publish_response", messageId=frame.message_id)
             return
         self.delivery.publish(session, conn, frame)
+
+    def _within_rate(self, conn: Connection) -> bool:
+        """Spend a publish token of ``conn``; answer or close it when it has none."""
+        limits = self.limits
+        now_s = self.loop.time()
+        bucket = conn.bucket
+        if bucket is None:
+            bucket = conn.bucket = TokenBucket(limits.publish_rate_per_s, limits.publish_burst, now_s)
+        if bucket.take(now_s):
+            return True
+        self.rate_limited += 1
+        if bucket.violations >= limits.publish_violations_before_close:
+            self.rate_abuse_closes += 1
+            self._close(conn, CloseCode.RATE_LIMIT_ABUSE, "publish rate limit exceeded repeatedly")
+        else:
+            error = LimitExceeded(
+                f"publish rate limit exceeded: {limits.publish_rate_per_s:g}/s", code=ErrorCode.RATE_LIMITED
+            )
+            self._reject(conn, error, "publish_response")
+        return False
 
     def _on_ack(self, conn: Connection, frame: Ack) -> None:
         _, subscriber = self._subscriber_of(conn)

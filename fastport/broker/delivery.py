@@ -260,7 +260,7 @@ class Delivery:
         """Send or queue ``message`` to one subscriber; False if it was dropped instead."""
         connection = subscriber.connection
         if qos == QOS_AT_MOST_ONCE:
-            if connection is None or not connection.sink.is_open or connection.sink.backlog:
+            if connection is None or connection.sink.paused or not connection.sink.is_open:
                 self.dropped_qos0 += 1
                 return False
             connection.sink.send(message.qos0_frame())
@@ -269,6 +269,7 @@ class Delivery:
         if (
             connection is None
             or subscriber.queue
+            or connection.sink.paused
             or len(subscriber.inflight) >= subscriber.session.settings.inflight_window
         ):
             return self._enqueue(subscriber, message)
@@ -322,14 +323,19 @@ class Delivery:
         error = LimitExceeded("queue full: message dropped", code=ErrorCode.QUEUE_OVERFLOW)
         connection.sink.send(codec.encode_error(error, None, messageId=message.message_id, topic=message.topic))
 
+    def drain(self, subscriber: Subscriber) -> None:
+        """Send queued messages into free inflight slots (the subscriber's socket drained)."""
+        self._drain(subscriber, self._scheduler.now_ms())
+
     def _drain(self, subscriber: Subscriber, now_ms: int) -> None:
-        """Move queued messages into free inflight slots, in publish order."""
+        """Move queued messages into free inflight slots, in publish order, while the socket takes them."""
         queue = subscriber.queue
         connection = subscriber.connection
         if not queue or connection is None:
             return
         window = subscriber.session.settings.inflight_window
-        while queue and len(subscriber.inflight) < window:
+        sink = connection.sink
+        while queue and len(subscriber.inflight) < window and not sink.paused:
             message = queue.popleft()
             subscriber.queued_bytes -= message.size
             if message.expires_at_ms is not None and now_ms >= message.expires_at_ms:

@@ -58,7 +58,7 @@ class FastportServer:
         loop = asyncio.get_running_loop()
         token = config.admin_token or load_or_create_token(config.data_dir)
         admin = AdminAuth(token, config.admin_user, config.admin_pass)
-        broker = Broker(loop)
+        broker = Broker(loop, config.limits)
         counters = ServerCounters()
         api = RestApi(broker, admin, counters, metrics_open=config.metrics_open)
         flusher = Flusher(loop)

@@ -63,6 +63,7 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         self._fragment_type = _TEXT
         self._fragment_size = 0
         self.paused = False
+        self._slow_timer: asyncio.TimerHandle | None = None
         self._init_timeout_s = init_timeout_s
         self._init_timer: asyncio.TimerHandle | None = None
         self._counters = counters
@@ -71,6 +72,8 @@ class BrokerListener(WSListener):  # type: ignore[misc]
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._transport = transport
+        # Over this many queued bytes the transport calls pause_writing: a slow consumer.
+        transport.underlying_transport.set_write_buffer_limits(high=self._broker.limits.outbound_buffer_limit)
         self._outbox = Outbox(transport.underlying_transport.write, self._flusher)
         self._conn = self._broker.connect(self, self._remote)
         self._live.add(self)
@@ -93,6 +96,9 @@ class BrokerListener(WSListener):  # type: ignore[misc]
             self._on_data_frame(msg_type, frame)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if self._slow_timer is not None:
+            self._slow_timer.cancel()
+            self._slow_timer = None
         self._live.discard(self)
         if self._init_timer is not None:
             self._init_timer.cancel()
@@ -106,10 +112,26 @@ class BrokerListener(WSListener):  # type: ignore[misc]
             self._broker.disconnect(self._conn, clean=clean)
 
     def pause_writing(self) -> None:
+        """The peer reads slower than we write: hold QoS 1 in its queue, drop QoS 0, close it if it lasts."""
         self.paused = True
+        if self._slow_timer is None:
+            grace_s = self._broker.limits.slow_consumer_grace_s
+            self._slow_timer = asyncio.get_running_loop().call_later(grace_s, self._on_slow_consumer)
 
     def resume_writing(self) -> None:
         self.paused = False
+        if self._slow_timer is not None:
+            self._slow_timer.cancel()
+            self._slow_timer = None
+        if self._conn is not None:
+            self._broker.writable(self._conn)
+
+    def _on_slow_consumer(self) -> None:
+        self._slow_timer = None
+        if self.paused:
+            self._broker.slow_consumer_closes += 1
+            logger.warning("closing connection #%s: slow consumer", self._conn.id if self._conn else "?")
+            self._close_now(CloseCode.SLOW_CONSUMER, "slow consumer: outbound buffer over its limit for too long")
 
     def _on_close_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if self._outbox is not None:
@@ -204,3 +226,14 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         if not transport.is_close_frame_sent:
             transport.send_close(WSCloseCode(code) if code < 3000 else code, reason.encode("utf-8")[:123])
         transport.disconnect()
+
+    def _close_now(self, code: int, reason: str) -> None:
+        """Close without waiting for the peer to read what is queued (it is not reading): drop it, reset."""
+        transport = self._transport
+        if transport is None or transport.is_disconnected:
+            return
+        if self._outbox is not None:
+            self._outbox.discard()
+        if not transport.is_close_frame_sent:
+            transport.send_close(WSCloseCode(code) if code < 3000 else code, reason.encode("utf-8")[:123])
+        transport.disconnect(graceful=False)
