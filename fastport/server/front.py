@@ -142,8 +142,9 @@ class FrontProtocol(asyncio.Protocol):
 
     def _start_request(self) -> bool:
         """Take a complete request head off the buffer; False if more bytes are needed."""
-        end = self._buffer.find(HEAD_END)
+        end = self._buffer.find(HEAD_END, 0, MAX_HEAD_SIZE + len(HEAD_END))
         if end < 0:
+            # Also a complete head that arrived in one read: only its first 16 KiB are searched.
             if len(self._buffer) > MAX_HEAD_SIZE:
                 self._counters.http_head_too_large += 1
                 self._fail(431, ProtocolError("request head too large", code=ErrorCode.MALFORMED_REQUEST))
