@@ -1,0 +1,202 @@
+"""REST abuse: malformed and huge bodies, wrong methods, garbage auth, smuggling and injection attempts."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+import pytest
+
+from fastport.errors import ErrorCode
+from fastport.server.app import FastportServer
+from fastport_client_helpers import http, parse_response
+from hostile_helpers import Bystander
+
+
+async def _raw(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        return await asyncio.wait_for(reader.read(), 5.0)
+    finally:
+        writer.close()
+
+
+def _request(method: str, path: str, headers: list[str], body: bytes = b"") -> bytes:
+    return (f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n").encode(
+        "latin-1") + body
+
+
+def _status(data: bytes) -> tuple[int, Any]:
+    status, _, body = parse_response(data)
+    return status, body
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b"{not json", "request body is not valid JSON"),
+        (b"\xff\xfe", "request body is not valid JSON"),
+        (b"[1,2]", "request body must be a JSON object"),
+        (b'"text"', "request body must be a JSON object"),
+        (b"[" * 5000 + b"]" * 5000, "request body is not valid JSON"),
+    ],
+)
+async def test_malformed_bodies_get_400(
+    server: FastportServer, bystander: Bystander, body: bytes, error: str
+) -> None:
+    status, _, answer = await http(server.port, "POST", "/api/dropSession", raw_body=body)
+    assert (status, answer) == (400, {"success": False, "error": error, "code": ErrorCode.MALFORMED_REQUEST})
+    await bystander.check()
+
+
+async def test_huge_body_gets_413_before_it_is_read(server: FastportServer, bystander: Bystander) -> None:
+    size = server.config.max_body_size + 1
+    data = await _raw(server.port, _request("POST", "/api/createSession", [f"Content-Length: {size}"]))
+    status, answer = _status(data)
+    assert status == 413 and answer["code"] == ErrorCode.BODY_TOO_LARGE
+    assert server.counters.http_body_too_large == 1
+    await bystander.check()
+
+
+async def test_huge_chunked_body_gets_413(server: FastportServer, bystander: Bystander) -> None:
+    chunk = b"a" * 8192
+    body = b"".join(b"2000\r\n" + chunk + b"\r\n" for _ in range(server.config.max_body_size // 8192 + 2))
+    data = await _raw(server.port, _request("POST", "/api/createSession", ["Transfer-Encoding: chunked"], body))
+    assert _status(data)[0] == 413
+    await bystander.check()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [("GET", "/api/createSession", "POST"), ("PUT", "/api/dropSession", "POST"),
+     ("DELETE", "/api/suspendSession", "POST"), ("POST", "/health", "GET"), ("POST", "/metrics", "GET")],
+)
+async def test_wrong_methods_get_405(
+    server: FastportServer, bystander: Bystander, method: str, path: str, allow: str
+) -> None:
+    status, headers, answer = await http(server.port, method, path)
+    assert status == 405 and headers["allow"] == allow and answer["code"] == ErrorCode.METHOD_NOT_ALLOWED
+    await bystander.check()
+
+
+async def test_unknown_method_gets_400(server: FastportServer, bystander: Bystander) -> None:
+    data = await _raw(server.port, _request("FROB", "/health", []))
+    assert _status(data) == (400, {"success": False, "error": "malformed HTTP request",
+                                   "code": ErrorCode.MALFORMED_REQUEST})
+    await bystander.check()
+
+
+ADMIN_FAILURES = [
+    (None, 3007),
+    ("", 3007),
+    ("Bearer", 3008),
+    ("Bearer ", 3008),
+    ("Bearer wrong-token-wrong-token", 3008),
+    ("Basic !!!not-base64!!!", 3008),
+    ("Basic " + base64.b64encode(b"admin:wrong").decode(), 3008),
+    ("Basic " + base64.b64encode(b"\xff\xfe:\x00").decode(), 3008),
+    ("Digest username=admin", 3008),
+    ("x" * 8000, 3008),
+]
+
+
+@pytest.mark.parametrize(("authorization", "code"), ADMIN_FAILURES)
+async def test_bad_admin_credentials_get_401(
+    server: FastportServer, bystander: Bystander, authorization: str | None, code: int
+) -> None:
+    headers = ["Content-Type: application/json", "Content-Length: 35"]
+    if authorization is not None:
+        headers.append(f"Authorization: {authorization}")
+    data = await _raw(server.port, _request("POST", "/api/createSession", headers,
+                                            b'{"sessionName":"x","password":"y"}'[:35].ljust(35)))
+    status, answer = _status(data)
+    assert status == 401 and answer["code"] == code, answer
+    await bystander.check()
+
+
+@pytest.mark.parametrize("value", [b"Bearer \xe9\xe8\xff", "Bearer тайна".encode(), b"Basic \xc3\x28"])
+async def test_non_ascii_authorization_gets_401(server: FastportServer, bystander: Bystander, value: bytes) -> None:
+    head = b"POST /api/createSession HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\nAuthorization: " + value + b"\r\n\r\n{}"
+    status, answer = _status(await _raw(server.port, head))
+    assert status == 401 and answer["code"] == ErrorCode.ADMIN_AUTH_INVALID
+    await bystander.check()
+
+
+async def test_session_owner_credentials_of_another_tenant_are_refused(
+    server: FastportServer, bystander: Bystander, attacker: dict[str, Any]
+) -> None:
+    # The attacker's own secret key with the victim's name and password guesses.
+    for body in ({"sessionName": "victim", "password": "guess", "secretKey": attacker["secretKey"]},
+                 {"sessionName": "victim", "password": "victim-password", "secretKey": attacker["secretKey"]}):
+        status, _, answer = await http(server.port, "POST", "/api/dropSession", body)
+        assert (status, answer["error"]) == (400, "Invalid credentials"), answer
+    assert server.counters.owner_auth_failures == 2
+    await bystander.check()
+
+
+async def test_header_injection_in_a_session_name_is_refused(
+    server: FastportServer, admin_headers: dict[str, str], bystander: Bystander
+) -> None:
+    body = {"sessionName": "evil\r\nSet-Cookie: pwned=1", "password": "p"}
+    status, headers, answer = await http(server.port, "POST", "/api/createSession", body, headers=admin_headers)
+    assert status == 400 and answer["field"] == "sessionName" and "set-cookie" not in headers
+    await bystander.check()
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /health%0d%0aSet-Cookie:%20x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\nX-Evil: a\rSet-Cookie: x\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\nX-Evil: a\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost: x\r\n folded: continuation\r\n\r\n",
+        b"GET /he\x00alth HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ],
+    ids=["encoded-crlf-in-path", "bare-cr-in-header", "bare-lf", "obs-fold", "nul-in-path"],
+)
+async def test_injection_attempts_never_reach_the_response_head(
+    server: FastportServer, bystander: Bystander, request_bytes: bytes
+) -> None:
+    data = await _raw(server.port, request_bytes)
+    head = data.partition(b"\r\n\r\n")[0].lower()
+    assert b"set-cookie" not in head and b"x-evil" not in head
+    assert _status(data)[0] in (400, 404)
+    await bystander.check()
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        (["Content-Length: 99999999999999999999999999"], 400),
+        (["Content-Length: 9223372036854775807"], 413),
+        (["Content-Length: -1"], 400),
+        (["Content-Length: 1e3"], 400),
+        (["Content-Length: 5", "Content-Length: 6"], 400),
+        (["Content-Length: 2", "Transfer-Encoding: chunked"], 400),
+        (["Transfer-Encoding: chunked", "Content-Length: 2"], 400),
+        (["Transfer-Encoding: gzip, chunked, identity"], 400),
+    ],
+    ids=["absurd", "int64-max", "negative", "float", "two-lengths", "cl-then-te", "te-then-cl", "te-not-last"],
+)
+async def test_bad_framing_headers(
+    server: FastportServer, bystander: Bystander, headers: list[str], status: int
+) -> None:
+    data = await _raw(server.port, _request("POST", "/api/dropSession", headers, b"{}"))
+    assert _status(data)[0] == status, data[:200]
+    await bystander.check()
+
+
+async def test_pipelined_smuggling_attempt_is_answered_once(server: FastportServer, bystander: Bystander) -> None:
+    smuggled = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    data = await _raw(server.port, _request("POST", "/api/dropSession",
+                                            ["Content-Length: 2", "Transfer-Encoding: chunked"], b"0\r\n\r\n" + smuggled))
+    assert data.count(b"HTTP/1.1 ") == 1 and _status(data)[0] == 400
+    await bystander.check()
+
+
+async def test_head_over_16k_gets_431(server: FastportServer, bystander: Bystander) -> None:
+    data = await _raw(server.port, _request("GET", "/health", [f"X-Pad: {'a' * 17000}"]))
+    assert _status(data)[0] == 431
+    await bystander.check()
