@@ -1,0 +1,67 @@
+"""Logging: JSON lines with context ids, and no secret or payload in any log line at DEBUG."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+from fastport.config import ServerConfig
+from fastport.log import ConnectionLogger, configure
+from fastport.server.app import FastportServer
+from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, WSClient, basic, http
+
+
+def test_json_lines_carry_context_ids() -> None:
+    stream = io.StringIO()
+    handler = configure(logging.DEBUG, "json", stream)
+    try:
+        ConnectionLogger(logging.getLogger("fastport.server"), 7, "tenant").info("hello %s", "world")
+        logging.getLogger("fastport.http").warning("plain")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["message"] == "hello world" and first["level"] == "INFO" and first["logger"] == "fastport.server"
+    assert first["connection"] == 7 and first["session"] == "tenant" and first["ts"].endswith("+00:00")
+    assert "connection" not in second and second["level"] == "WARNING"
+
+
+async def test_no_secret_or_payload_is_logged_at_debug(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    handler = configure(1, "json", stream)  # below DEBUG: picows's own debug level too
+    token = "admin-token-that-must-not-leak-0123456789"
+    srv = await FastportServer.start(ServerConfig(port=0, data_dir=tmp_path, admin_token=token,
+                                                  admin_user=ADMIN_USER, admin_pass=ADMIN_PASS))
+    password, data = "password-that-must-not-leak", "payload-that-must-not-leak"
+    try:
+        status, _, created = await http(srv.port, "POST", "/api/createSession",
+                                        {"sessionName": "logs", "password": password},
+                                        headers={"Authorization": f"Bearer {token}"})
+        assert status == 200
+        secret = created["secretKey"]
+        await http(srv.port, "POST", "/api/createSession", {"sessionName": "x", "password": "y"},
+                   headers=basic(ADMIN_USER, "wrong-admin-pass"))
+        pub, sub = await WSClient.connect(srv.port), await WSClient.connect(srv.port)
+        assert (await pub.init("logs", "wrong-" + password))["success"] is False
+        for client in (pub, sub):
+            assert (await client.init("logs", password))["success"] is True
+        await sub.subscribe("t")
+        message_id = pub.publish("t", data=data)
+        await sub.recv_type("message")
+        sub.send({"type": "ack", "topic": "t", "messageId": message_id})
+        await pub.recv_type("ack_received")
+        status, _, _ = await http(srv.port, "POST", "/api/dropSession",
+                                  {"sessionName": "logs", "password": password, "secretKey": secret})
+        assert status == 200
+        await pub.wait_closed()
+        await sub.wait_closed()
+    finally:
+        await srv.close()
+        logging.getLogger().removeHandler(handler)
+        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger("picows").setLevel(logging.NOTSET)
+    text = stream.getvalue()
+    assert text, "nothing was logged"
+    for value in (password, secret, token, ADMIN_PASS, "wrong-admin-pass", data):
+        assert value not in text, value
