@@ -128,6 +128,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         idle_timeout_s=_duration(args.idle_timeout, "idle-timeout", DEFAULT_IDLE_TIMEOUT_S),
         ping_timeout_s=_duration(args.ping_timeout, "ping-timeout", DEFAULT_PING_TIMEOUT_S),
         allowed_origins=_origins(_setting(args.allowed_origins, "ALLOWED_ORIGINS")),
+        store=_setting(args.store, "STORE"),
     )
 
 
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-frame-size", help=f"largest WebSocket message (default {DEFAULT_MAX_FRAME_SIZE})")
     serve.add_argument("--max-body-size", help=f"largest REST request body (default {DEFAULT_MAX_BODY_SIZE})")
     serve.add_argument("--log-level", help=f"one of {', '.join(LOG_LEVELS)} (default info)")
+    serve.add_argument("--store", help="sqlite:PATH keeps sessions and held messages on disk (default: memory)")
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve https:// and wss:// (with --tls-key)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--log-format", help=f"one of {', '.join(LOG_FORMATS)} (default text)")

@@ -82,6 +82,7 @@ class ServerConfig:
         idle_timeout_s: ping a WebSocket peer silent for this long (0: never).
         ping_timeout_s: close (1001) a peer that has not answered a ping within this.
         limits: per-connection and per-session limits of the broker.
+        store: ``sqlite:PATH`` to keep state on disk across restarts; None keeps it in memory.
         allowed_origins: ``Origin`` values allowed to upgrade (lowercase, no trailing ``/``);
             empty allows all. An upgrade without ``Origin`` (not a browser) is always allowed.
     """
@@ -106,6 +107,7 @@ class ServerConfig:
     ping_timeout_s: float = DEFAULT_PING_TIMEOUT_S
     allowed_origins: tuple[str, ...] = ()
     limits: BrokerLimits = field(default_factory=BrokerLimits)
+    store: str | None = None
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -260,6 +262,28 @@ class SessionSettings:
             queue_overflow=overflow,
             durable_ttl_ms=_int_setting(body, "durableTtl", DEFAULT_DURABLE_TTL_MS, DURABLE_TTL_MS_RANGE),
             max_retained=_int_setting(body, "maxRetained", DEFAULT_MAX_RETAINED, MAX_RETAINED_RANGE),
+        )
+
+    def to_store(self) -> dict[str, Any]:
+        """The settings as a store keeps them (``from_request`` reads them back)."""
+        return {key: value for key, value in self.to_response().items() if key != "sessionExpiry"} | {
+            "expiresAt": self.expires_at_ms
+        }
+
+    @classmethod
+    def from_store(cls, stored: dict[str, Any]) -> SessionSettings:
+        """Settings written by ``to_store``, trusted (they were validated when the session was made)."""
+        return cls(
+            retry_interval_ms=stored["retryInterval"],
+            max_retry_limit=stored["maxRetryLimit"],
+            message_expiry_ms=stored["messageExpiryTime"],
+            expires_at_ms=stored["expiresAt"],
+            inflight_window=stored["inflightWindow"],
+            max_queued_messages=stored["maxQueuedMessages"],
+            max_queued_bytes=stored["maxQueuedBytes"],
+            queue_overflow=stored["queueOverflow"],
+            durable_ttl_ms=stored["durableTtl"],
+            max_retained=stored["maxRetained"],
         )
 
     def to_response(self) -> dict[str, Any]:

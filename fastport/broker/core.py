@@ -23,6 +23,7 @@ from fastport.broker.scheduler import Scheduler
 from fastport.broker.sessions import Session, SessionRegistry
 from fastport.broker.subscriber import Subscriber
 from fastport.config import SessionSettings
+from fastport.engines.sqlite import SqliteStore
 from fastport.errors import (
     AuthError,
     CloseCode,
@@ -74,8 +75,11 @@ class Broker:
         limits: per-connection and per-session limits.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limits: BrokerLimits | None = None) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, limits: BrokerLimits | None = None, store: SqliteStore | None = None
+    ) -> None:
         self.loop = loop
+        self.store = store
         self.limits = limits = limits or BrokerLimits()
         self.auth_throttle = AuthThrottle(
             limits.auth_failures_before_delay, limits.auth_failures_before_cutoff, limits.auth_failure_window_s
@@ -89,7 +93,7 @@ class Broker:
         self.slow_consumer_closes = 0
         self.scheduler = Scheduler(loop)
         self.sessions = SessionRegistry()
-        self.delivery = Delivery(self.scheduler)
+        self.delivery = Delivery(self.scheduler, store)
         self.connection_count = 0
         self.started_monotonic = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -340,6 +344,7 @@ class Broker:
             return
         session.index.add(topic_filter, subscriber, frame.qos)
         subscriber.filters[topic_filter] = frame.qos
+        self.delivery.save_durable(subscriber)
         conn.sink.send(codec.encode({"type": "subscribe_response", "success": True, "topic": topic_filter}))
         if session.retained:
             self.delivery.send_retained(subscriber, topic_filter, frame.qos)
@@ -352,6 +357,7 @@ class Broker:
             return
         session.index.discard(frame.topic, subscriber)
         del subscriber.filters[frame.topic]
+        self.delivery.save_durable(subscriber)
         conn.sink.send(codec.encode({"type": "unsubscribe_response", "success": True, "topic": frame.topic}))
 
     def _on_publish(self, conn: Connection, frame: Publish) -> None:
@@ -432,9 +438,27 @@ class Broker:
         """Create a session; returns it and its secret key (see ``SessionRegistry.create``)."""
         session, secret_key = await self.sessions.create(name, password, settings)
         if settings.expires_at_ms is not None:
-            self._arm_expiry(session, _SessionExpiry(self, session))
+            self.arm_session_expiry(session)
+        if self.store is not None:
+            self.save_session(session)
+            committed = self.loop.create_future()
+            self.store.after_commit(lambda: committed.done() or committed.set_result(None))
+            await committed
         logger.info("session %r created", name)
         return session, secret_key
+
+    def save_session(self, session: Session) -> None:
+        """Write a session (credentials, settings, suspension) to the store."""
+        assert self.store is not None
+        password = session.password_hash
+        self.store.put_session(
+            session.name, password.salt, password.digest, session.secret_digest,
+            session.settings.to_store(), session.suspended,
+        )
+
+    def arm_session_expiry(self, session: Session) -> None:
+        """End ``session`` at its ``sessionExpiry``."""
+        self._arm_expiry(session, _SessionExpiry(self, session))
 
     def _arm_expiry(self, session: Session, item: _SessionExpiry) -> None:
         assert session.settings.expires_at_ms is not None
@@ -461,10 +485,14 @@ class Broker:
         """Suspend (no new ``init``, no publish) or resume a session; connected sockets stay."""
         session = await self.sessions.authorize_owner(name, password, secret_key)
         session.suspended = suspend
+        if self.store is not None:
+            self.store.set_suspended(name, suspend)
         logger.info("session %r %s", name, "suspended" if suspend else "resumed")
 
     def _drop(self, session: Session, code: int, reason: str) -> None:
         self.sessions.remove(session)
+        if self.store is not None:
+            self.store.delete_session(session.name)
         if session.expiry_handle is not None:
             self.scheduler.cancel(session.expiry_handle)
         for conn in list(session.connections):

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from fastport.broker.connection import Connection
     from fastport.broker.scheduler import Scheduler
     from fastport.broker.sessions import Session
+    from fastport.engines.sqlite import SqliteStore
 
 logger = logging.getLogger("fastport.delivery")
 
@@ -119,10 +120,16 @@ class Message:
 
 
 class Delivery:
-    """Fan-out and at-least-once bookkeeping for every session of the broker."""
+    """Fan-out and at-least-once bookkeeping for every session of the broker.
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    With a ``store``, every change a restart must see is written through it (durable clients'
+    delivery state, retained messages, the dedupe window), and everything sent to a publisher
+    about its message waits until the store committed it: a confirmed publish is on disk.
+    """
+
+    def __init__(self, scheduler: Scheduler, store: SqliteStore | None = None) -> None:
         self._scheduler = scheduler
+        self.store = store
         self.published = 0
         self.deliveries = 0
         self.acks = 0
@@ -153,6 +160,7 @@ class Delivery:
         if publish.retain:
             self._retain(session, publish, timestamp)
         delivered = 0
+        durable_targets = False
         for subscriber, subscription_qos in session.index.match(publish.topic).items():
             connection = subscriber.connection
             if connection is publisher and connection is not None:
@@ -160,16 +168,20 @@ class Delivery:
             qos = publish.qos if publish.qos < subscription_qos else subscription_qos
             if self._offer(subscriber, message, qos, now):
                 delivered += 1
+                durable_targets = durable_targets or (subscriber.durable and qos != QOS_AT_MOST_ONCE)
         message.delivered_to = delivered
         self.published += 1
         recent.pop(publish.message_id, None)
         recent[publish.message_id] = message
+        if self.store is not None:
+            self._store_message(message, publish if durable_targets else None, timestamp, delivered)
         if message.pending == 0:
             self._complete(message)
         else:
             session.live_messages += 1
         if publisher is not None:
-            publisher.sink.send(
+            self._to_publisher(
+                publisher,
                 codec.encode(
                     {
                         "type": "publish_response",
@@ -177,7 +189,7 @@ class Delivery:
                         "messageId": publish.message_id,
                         "deliveredTo": delivered,
                     }
-                )
+                ),
             )
 
     def _duplicate(self, held: Message, publisher: Connection | None) -> None:
@@ -187,7 +199,8 @@ class Delivery:
         # A client retry, maybe from a new connection: a later ack_received goes there.
         if held.pending:
             held.publisher = publisher
-        publisher.sink.send(
+        self._to_publisher(
+            publisher,
             codec.encode(
                 {
                     "type": "publish_response",
@@ -196,10 +209,46 @@ class Delivery:
                     "deliveredTo": held.delivered_to,
                     "duplicate": True,
                 }
-            )
+            ),
         )
         if held.acked:
-            publisher.sink.send(_ack_received(held))
+            self._to_publisher(publisher, _ack_received(held))
+
+    def _store_message(
+        self, message: Message, publish: Publish | None, timestamp: int | float, delivered: int
+    ) -> None:
+        """Write a message's dedupe record, with its payload when ``publish`` is given (a durable client needs it)."""
+        assert self.store is not None
+        self.store.put_message(
+            message.session.name,
+            message.message_id,
+            message.seq,
+            message.topic,
+            None if publish is None else publish.data,
+            None if publish is None else publish.hash,
+            timestamp,
+            message.qos,
+            None if message.expires_at_ms is None else self._wall_ms(message.expires_at_ms),
+            self._wall_ms(message.dedupe_until_ms),
+            delivered,
+        )
+
+    def _to_publisher(self, publisher: Connection, frame: bytes) -> None:
+        """Send ``frame`` to a publisher, after the store committed what it confirms."""
+        if self.store is None:
+            publisher.sink.send(frame)
+            return
+        sink = publisher.sink
+
+        def send() -> None:
+            if sink.is_open:
+                sink.send(frame)
+
+        self.store.after_commit(send)
+
+    def _wall_ms(self, monotonic_ms: int) -> int:
+        """Wall-clock epoch ms of a scheduler time (what the store keeps)."""
+        return monotonic_ms + int(time.time() * 1000) - self._scheduler.now_ms()
 
     def _prune_recent(self, session: Session, now_ms: int) -> None:
         recent = session.recent
@@ -212,7 +261,9 @@ class Delivery:
 
     def _retain(self, session: Session, publish: Publish, timestamp: int | float) -> None:
         retained = session.retained
-        retained.pop(publish.topic, None)
+        store = self.store
+        if retained.pop(publish.topic, None) is not None and store is not None and not publish.data:
+            store.delete_retained(session.name, publish.topic)
         if not publish.data:
             return
         limit = session.settings.max_retained
@@ -220,9 +271,15 @@ class Delivery:
             evicted = next(iter(retained))
             del retained[evicted]
             self.retained_evictions += 1
+            if store is not None:
+                store.delete_retained(session.name, evicted)
             logger.warning("session %r: retained store full, evicted topic %r", session.name, evicted)
         if limit:
             retained[publish.topic] = (publish, timestamp)
+            if store is not None:
+                store.put_retained(
+                    session.name, publish.topic, publish.message_id, publish.data, publish.hash, timestamp, publish.qos
+                )
 
     def send_retained(self, subscriber: Subscriber, topic_filter: str, subscription_qos: int) -> None:
         """Offer every retained message matching a new subscription, marked ``"retained": true``."""
@@ -235,6 +292,8 @@ class Delivery:
             message = Message(session, publish, timestamp, session.seq, None, now, retained=True)
             qos = publish.qos if publish.qos < subscription_qos else subscription_qos
             self._offer(subscriber, message, qos, now)
+            if self.store is not None and subscriber.durable and message.pending:
+                self._store_message(message, publish, timestamp, 1)
             if message.pending:
                 session.live_messages += 1
             else:
@@ -288,6 +347,8 @@ class Delivery:
         self.deliveries += 1
         due = now_ms + subscriber.session.settings.retry_interval_ms
         inflight[message.message_id] = Inflight(message, 0, due)
+        if subscriber.durable and self.store is not None:
+            self._store_target(subscriber, message.message_id, 0, sent=True)
         if subscriber.retry_handle is None:
             subscriber.retry_handle = self._scheduler.call_at(due, subscriber)
 
@@ -305,14 +366,27 @@ class Delivery:
             oldest = queue.popleft()
             subscriber.queued_bytes -= oldest.size
             self._overflow(subscriber, oldest)
-            self._release(oldest)
+            self._drop_target(subscriber, oldest)
         if message.size > settings.max_queued_bytes:
             self._overflow(subscriber, message)
             return False
         queue.append(message)
         subscriber.queued_bytes += message.size
         message.pending += 1
+        if subscriber.durable and self.store is not None:
+            self._store_target(subscriber, message.message_id, 0, sent=False)
         return True
+
+    def _store_target(self, subscriber: Subscriber, message_id: str, attempts: int, sent: bool) -> None:
+        assert self.store is not None and subscriber.client_id is not None
+        self.store.put_target(subscriber.session.name, subscriber.client_id, message_id, attempts, sent)
+
+    def _drop_target(self, subscriber: Subscriber, message: Message) -> None:
+        """``subscriber`` is done with ``message`` without an ack (expired, exhausted, overflowed)."""
+        if subscriber.durable and self.store is not None:
+            assert subscriber.client_id is not None
+            self.store.delete_target(subscriber.session.name, subscriber.client_id, message.message_id)
+        self._release(message)
 
     def _overflow(self, subscriber: Subscriber, message: Message) -> None:
         self.queue_overflows += 1
@@ -340,7 +414,7 @@ class Delivery:
             subscriber.queued_bytes -= message.size
             if message.expires_at_ms is not None and now_ms >= message.expires_at_ms:
                 self.expired += 1
-                self._release(message)
+                self._drop_target(subscriber, message)
                 continue
             self._transmit(subscriber, connection, message, now_ms)
 
@@ -359,8 +433,8 @@ class Delivery:
             message.acked = True
             publisher = message.publisher
             if publisher is not None and publisher.sink.is_open:
-                publisher.sink.send(_ack_received(message))
-        self._release(message)
+                self._to_publisher(publisher, _ack_received(message))
+        self._drop_target(subscriber, message)
         if subscriber.queue:
             self._drain(subscriber, self._scheduler.now_ms())
 
@@ -384,16 +458,18 @@ class Delivery:
             message = entry.message
             if message.expires_at_ms is not None and now_ms >= message.expires_at_ms:
                 self.expired += 1
-                self._release(message)
+                self._drop_target(subscriber, message)
                 continue
             if entry.attempts >= settings.max_retry_limit:
                 self.exhausted += 1
-                self._release(message)
+                self._drop_target(subscriber, message)
                 continue
             if sink.is_open and not sink.backlog:
                 entry.attempts += 1
                 sink.send(message.retry_frame(entry.attempts))
                 self.redeliveries += 1
+                if subscriber.durable and self.store is not None:
+                    self._store_target(subscriber, message_id, entry.attempts, sent=True)
             entry.due_ms = now_ms + interval
             inflight[message_id] = entry
         self._drain(subscriber, now_ms)
@@ -404,7 +480,16 @@ class Delivery:
 
     def new_subscriber(self, session: Session, client_id: str | None, durable: bool) -> Subscriber:
         """A subscriber for a new connection (or a new durable client)."""
-        return Subscriber(self, session, client_id, durable)
+        subscriber = Subscriber(self, session, client_id, durable)
+        self.save_durable(subscriber)
+        return subscriber
+
+    def save_durable(self, subscriber: Subscriber) -> None:
+        """Write a durable client's filters and online state to the store (a no-op otherwise)."""
+        if subscriber.durable and self.store is not None and not subscriber.released:
+            assert subscriber.client_id is not None
+            offline_since = None if subscriber.connection is not None else int(time.time() * 1000)
+            self.store.put_durable(subscriber.session.name, subscriber.client_id, subscriber.filters, offline_since)
 
     def resume(self, subscriber: Subscriber, connection: Connection) -> None:
         """Attach a durable subscriber to its new connection and send what it holds, in publish order."""
@@ -412,6 +497,7 @@ class Delivery:
             self._scheduler.cancel(subscriber.ttl_handle)
             subscriber.ttl_handle = None
         subscriber.connection = connection
+        self.save_durable(subscriber)
         now = self._scheduler.now_ms()
         interval = subscriber.session.settings.retry_interval_ms
         held = sorted(subscriber.inflight.values(), key=lambda entry: entry.message.seq)
@@ -420,11 +506,13 @@ class Delivery:
             message = entry.message
             if message.expires_at_ms is not None and now >= message.expires_at_ms:
                 self.expired += 1
-                self._release(message)
+                self._drop_target(subscriber, message)
                 continue
             entry.attempts += 1
             connection.sink.send(message.retry_frame(entry.attempts))
             self.redeliveries += 1
+            if self.store is not None:
+                self._store_target(subscriber, message.message_id, entry.attempts, sent=True)
             entry.due_ms = now + interval
             subscriber.inflight[message.message_id] = entry
         if subscriber.dropped_offline:
@@ -444,8 +532,12 @@ class Delivery:
         if not subscriber.durable or subscriber.released:
             self.release_subscriber(subscriber)
             return
-        deadline = self._scheduler.now_ms() + subscriber.session.settings.durable_ttl_ms
-        subscriber.ttl_handle = self._scheduler.call_at(deadline, DurableExpiry(subscriber))
+        self.save_durable(subscriber)
+        self.arm_durable_ttl(subscriber, self._scheduler.now_ms() + subscriber.session.settings.durable_ttl_ms)
+
+    def arm_durable_ttl(self, subscriber: Subscriber, deadline_ms: int) -> None:
+        """Forget the offline durable ``subscriber`` at ``deadline_ms`` unless it resumes first."""
+        subscriber.ttl_handle = self._scheduler.call_at(deadline_ms, DurableExpiry(subscriber))
 
     def expire_durable(self, subscriber: Subscriber) -> None:
         """A durable subscriber stayed away past its TTL: forget it."""
@@ -461,6 +553,9 @@ class Delivery:
             return
         subscriber.released = True
         session = subscriber.session
+        if subscriber.durable and self.store is not None and not session.dropped:
+            assert subscriber.client_id is not None
+            self.store.delete_durable(session.name, subscriber.client_id)
         for topic_filter in subscriber.filters:
             session.index.discard(topic_filter, subscriber)
         subscriber.filters.clear()
@@ -498,10 +593,12 @@ class Delivery:
 
     def _complete(self, message: Message) -> None:
         # Only the dedupe record stays (in session.recent): drop the payload.
+        if self.store is not None and not message.session.dropped:
+            self.store.finish_message(message.session.name, message.message_id, message.acked)
         message.frame = None
         message.publish = None
         message._retry_frame = None
-        message.publisher = None if not message.acked else message.publisher
+        message.publisher = None
 
 
 def _ack_received(message: Message) -> bytes:

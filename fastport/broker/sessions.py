@@ -71,6 +71,16 @@ class Session:
         self._secret_digest = secret_digest
         self._verified_tag: bytes | None = None
 
+    @property
+    def password_hash(self) -> credentials.PasswordHash:
+        """The salted hash of the session password (what a store keeps)."""
+        return self._password
+
+    @property
+    def secret_digest(self) -> bytes:
+        """The digest of the session secret key (what a store keeps)."""
+        return self._secret_digest
+
     def __repr__(self) -> str:
         return f"<Session {self.name!r} connections={len(self.connections)} live={self.live_messages}>"
 
@@ -90,6 +100,10 @@ class SessionRegistry:
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(list(self._sessions.values()))
+
+    def restore(self, session: Session) -> None:
+        """Add a session read back from a store."""
+        self._sessions[session.name] = session
 
     def get(self, name: str) -> Session | None:
         """The live session called ``name``, or None."""

@@ -12,6 +12,8 @@ from picows.picows import WSProtocol
 
 from fastport import _speedups
 from fastport.broker.core import Broker
+from fastport.broker.recovery import restore
+from fastport.engines.sqlite import SqliteStore
 from fastport.config import ServerConfig
 from fastport.errors import CloseCode
 from fastport.metrics import ServerCounters
@@ -58,7 +60,10 @@ class FastportServer:
         loop = asyncio.get_running_loop()
         token = config.admin_token or load_or_create_token(config.data_dir)
         admin = AdminAuth(token, config.admin_user, config.admin_pass)
-        broker = Broker(loop, config.limits)
+        store = SqliteStore.open(config.store) if config.store else None
+        broker = Broker(loop, config.limits, store)
+        if store is not None:
+            restore(broker, store, store.load())
         counters = ServerCounters()
         api = RestApi(broker, admin, counters, metrics_open=config.metrics_open)
         flusher = Flusher(loop)
@@ -127,10 +132,17 @@ class FastportServer:
             await asyncio.wait_for(self._server.wait_closed(), SHUTDOWN_GRACE_S)
         except asyncio.TimeoutError:
             logger.warning("connections still open after %.0f s; exiting anyway", SHUTDOWN_GRACE_S)
+        if self.broker.store is not None:
+            await self.broker.store.close()
 
 
 async def serve(config: ServerConfig) -> None:
     """Run the broker until SIGINT or SIGTERM, then shut down gracefully."""
+    # Handlers first: a signal that arrives while starting still means a clean shutdown.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
     server = await FastportServer.start(config)
     logger.info(
         "fastport listening on %s (%s), hot path: %s",
@@ -140,10 +152,6 @@ async def serve(config: ServerConfig) -> None:
     )
     if not config.admin_token:
         logger.info("admin token: %s", token_path(config.data_dir))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     logger.info("shutting down")
     await server.close()
