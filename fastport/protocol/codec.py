@@ -201,7 +201,8 @@ def decode(payload: bytes) -> ClientFrame:
         raise ProtocolError("invalid JSON", code=ErrorCode.INVALID_JSON) from None
     if not isinstance(obj, dict):
         raise ProtocolError("frame must be a JSON object", code=ErrorCode.NOT_AN_OBJECT)
-    decoder = _DECODERS.get(obj.get("type"))
+    frame_type = obj.get("type")
+    decoder = _DECODERS.get(frame_type) if isinstance(frame_type, str) else None
     if decoder is None:
         raise ProtocolError("Unknown message type", code=ErrorCode.UNKNOWN_TYPE, field="type")
     return decoder(obj, payload)
