@@ -129,13 +129,29 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         ping_timeout_s=_duration(args.ping_timeout, "ping-timeout", DEFAULT_PING_TIMEOUT_S),
         allowed_origins=_origins(_setting(args.allowed_origins, "ALLOWED_ORIGINS")),
         store=_setting(args.store, "STORE"),
+        engine=_setting(args.engine, "ENGINE"),
+        engine_prefix=_setting(args.engine_prefix, "ENGINE_PREFIX") or "fastport:",
+        workers=_count(_setting(args.workers, "WORKERS"), "workers"),
+        reuse_port=bool(os.environ.get("FASTPORT_REUSE_PORT")),
     )
+
+
+def _count(text: str | None, name: str) -> int:
+    if text is None:
+        return 1
+    if not text.isdigit():
+        raise ConfigError(f"{name} must be a number, got {text!r}")
+    return int(text)
 
 
 def _serve(args: argparse.Namespace) -> int:
     config = build_config(args)
     config.ssl_context()  # refuse an unreadable certificate before anything starts
     configure_logging(config.logging_level, config.log_format)
+    if config.workers > 1:
+        from fastport.server.workers import supervise
+
+        return supervise(args.argv, config.workers)
     from fastport.server.app import run
 
     run(config)
@@ -203,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-size", help=f"largest REST request body (default {DEFAULT_MAX_BODY_SIZE})")
     serve.add_argument("--log-level", help=f"one of {', '.join(LOG_LEVELS)} (default info)")
     serve.add_argument("--store", help="sqlite:PATH keeps sessions and held messages on disk (default: memory)")
+    serve.add_argument("--engine", help="redis://HOST:PORT/DB joins other broker processes (default: none)")
+    serve.add_argument("--engine-prefix", help="prefix of the engine's Redis keys and channels (default fastport:)")
+    serve.add_argument("--workers", help="broker processes sharing the port (needs --engine; default 1)")
     serve.add_argument("--tls-cert", help="PEM certificate chain: serve https:// and wss:// (with --tls-key)")
     serve.add_argument("--tls-key", help="PEM private key of --tls-cert")
     serve.add_argument("--log-format", help=f"one of {', '.join(LOG_FORMATS)} (default text)")
@@ -238,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastport`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "session_expiry", None) is not None and args.session_expiry.isdigit():
         args.session_expiry = int(args.session_expiry)
     try:

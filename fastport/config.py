@@ -83,6 +83,10 @@ class ServerConfig:
         ping_timeout_s: close (1001) a peer that has not answered a ping within this.
         limits: per-connection and per-session limits of the broker.
         store: ``sqlite:PATH`` to keep state on disk across restarts; None keeps it in memory.
+        engine: ``redis://HOST:PORT/DB`` to join other broker processes; None runs alone.
+        engine_prefix: prefix of every Redis key and channel (one per deployment, or per test).
+        workers: broker processes sharing the port (``SO_REUSEPORT``); more than 1 needs ``engine``.
+        reuse_port: bind with ``SO_REUSEPORT`` (set for each worker).
         allowed_origins: ``Origin`` values allowed to upgrade (lowercase, no trailing ``/``);
             empty allows all. An upgrade without ``Origin`` (not a browser) is always allowed.
     """
@@ -108,6 +112,10 @@ class ServerConfig:
     allowed_origins: tuple[str, ...] = ()
     limits: BrokerLimits = field(default_factory=BrokerLimits)
     store: str | None = None
+    engine: str | None = None
+    engine_prefix: str = "fastport:"
+    workers: int = 1
+    reuse_port: bool = False
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -126,6 +134,12 @@ class ServerConfig:
             raise ConfigError("tls-cert and tls-key must be given together")
         if self.admin_token is not None and len(self.admin_token) < 16:
             raise ConfigError("admin token must be at least 16 characters")
+        if not 1 <= self.workers <= 256:
+            raise ConfigError(f"workers must be 1-256, got {self.workers}")
+        if self.workers > 1 and self.engine is None:
+            raise ConfigError("--workers above 1 needs a shared engine: add --engine redis://HOST:PORT/DB")
+        if self.workers > 1 and self.port == 0:
+            raise ConfigError("--workers above 1 needs a fixed --port (workers share it)")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log-format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
         for name, value, low in (

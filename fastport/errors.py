@@ -12,6 +12,7 @@ statuses)::
     ├── AuthError                bad session credentials or admin credentials
     ├── SessionError             unknown, suspended or dropped session
     ├── LimitExceeded            a configured limit was hit
+    ├── EngineUnavailable        the shared engine (Redis) is unreachable (HTTP 503)
     └── ConfigError              bad server or session configuration (also a ValueError)
 
 ``error`` strings that the original fastPort clients match on (``"Not initialized"``,
@@ -62,6 +63,7 @@ class ErrorCode(IntEnum):
     AUTH_THROTTLED = 4008
     # 5xxx: the broker failed
     INTERNAL = 5000
+    ENGINE_UNAVAILABLE = 5001
 
 
 class CloseCode(IntEnum):
@@ -149,6 +151,13 @@ class LimitExceeded(FastportError):
 
     error_code = ErrorCode.LIMIT_EXCEEDED
     http_status = 429
+
+
+class EngineUnavailable(FastportError):
+    """The shared engine (Redis) cannot be reached for an operation that needs it."""
+
+    error_code = ErrorCode.ENGINE_UNAVAILABLE
+    http_status = 503
 
 
 class ConfigError(FastportError, ValueError):

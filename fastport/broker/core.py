@@ -23,6 +23,7 @@ from fastport.broker.scheduler import Scheduler
 from fastport.broker.sessions import Session, SessionRegistry
 from fastport.broker.subscriber import Subscriber
 from fastport.config import SessionSettings
+from fastport.engines.redis import RedisEngine
 from fastport.engines.sqlite import SqliteStore
 from fastport.errors import (
     AuthError,
@@ -76,10 +77,15 @@ class Broker:
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, limits: BrokerLimits | None = None, store: SqliteStore | None = None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        limits: BrokerLimits | None = None,
+        store: SqliteStore | None = None,
+        engine: RedisEngine | None = None,
     ) -> None:
         self.loop = loop
         self.store = store
+        self.engine = engine
         self.limits = limits = limits or BrokerLimits()
         self.auth_throttle = AuthThrottle(
             limits.auth_failures_before_delay, limits.auth_failures_before_cutoff, limits.auth_failure_window_s
@@ -92,8 +98,9 @@ class Broker:
         self.connection_limit_hits = 0
         self.slow_consumer_closes = 0
         self.scheduler = Scheduler(loop)
-        self.sessions = SessionRegistry()
-        self.delivery = Delivery(self.scheduler, store)
+        self.sessions = SessionRegistry(engine)
+        self.sessions.on_loaded = self._on_session_loaded
+        self.delivery = Delivery(self.scheduler, store, engine)
         self.connection_count = 0
         self.started_monotonic = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -474,11 +481,17 @@ class Broker:
             return
         logger.info("session %r expired", session.name)
         self._drop(session, CloseCode.SESSION_EXPIRED, "session expired")
+        if self.engine is not None:
+            task = self.loop.create_task(self.engine.drop_session(session.name))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def drop_session(self, name: str, password: str, secret_key: str) -> None:
         """Drop a session: close its sockets (close code 4001) and forget all of its state."""
         session = await self.sessions.authorize_owner(name, password, secret_key)
         self._drop(session, CloseCode.SESSION_DROPPED, "session dropped")
+        if self.engine is not None:
+            await self.engine.drop_session(name)
         logger.info("session %r dropped", name)
 
     async def suspend_session(self, name: str, password: str, secret_key: str, suspend: bool) -> None:
@@ -487,6 +500,8 @@ class Broker:
         session.suspended = suspend
         if self.store is not None:
             self.store.set_suspended(name, suspend)
+        if self.engine is not None:
+            await self.engine.set_suspended(name, suspend)
         logger.info("session %r %s", name, "suspended" if suspend else "resumed")
 
     def _drop(self, session: Session, code: int, reason: str) -> None:
@@ -500,6 +515,39 @@ class Broker:
             conn.sink.close(code, reason)
         session.connections.clear()
         self.delivery.forget_session(session)
+
+    # -------------------------------------------------------------- other nodes
+
+    def _on_session_loaded(self, session: Session) -> None:
+        if session.settings.expires_at_ms is not None:
+            self.arm_session_expiry(session)
+
+    def on_remote_publish(self, session_name: str, fields: dict[str, Any], origin: str) -> None:
+        """Fan a publish accepted by another node out to this node's subscribers."""
+        session = self.sessions.get(session_name)
+        if session is None:
+            return  # no client of that session ever came here: nobody to deliver to
+        publish = Publish(
+            topic=fields["t"], data=fields["d"], message_id=fields["id"], hash=fields.get("h"),
+            timestamp=fields.get("ts"), qos=int(fields.get("q", 1)), retain=bool(fields.get("r")),
+        )
+        self.delivery.publish(session, None, publish, origin=origin)
+
+    def on_remote_ack(self, session_name: str, message_id: str) -> None:
+        """A subscriber on another node acked a message published here."""
+        session = self.sessions.get(session_name)
+        if session is not None:
+            self.delivery.remote_ack(session, message_id)
+
+    def on_session_event(self, kind: str, session_name: str, value: bool) -> None:
+        """Another node dropped or (un)suspended a session."""
+        session = self.sessions.get(session_name)
+        if session is None:
+            return
+        if kind == "drop":
+            self._drop(session, CloseCode.SESSION_DROPPED, "session dropped")
+        elif kind == "suspend":
+            session.suspended = value
 
     # ----------------------------------------------------------------------- stats
 

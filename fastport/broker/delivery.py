@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from fastport.broker.connection import Connection
     from fastport.broker.scheduler import Scheduler
     from fastport.broker.sessions import Session
+    from fastport.engines.redis import RedisEngine
     from fastport.engines.sqlite import SqliteStore
 
 logger = logging.getLogger("fastport.delivery")
@@ -67,6 +68,7 @@ class Message:
         "expires_at_ms",
         "dedupe_until_ms",
         "retained",
+        "origin",
         "_retry_frame",
         "_retry_k",
     )
@@ -100,6 +102,8 @@ class Message:
         lifetime = expiry if expiry is not None else settings.retry_interval_ms * (settings.max_retry_limit + 1)
         self.dedupe_until_ms = now_ms + lifetime
         self.retained = retained
+        #: The node that accepted the publish, when another node did (scale-out).
+        self.origin: str | None = None
         self._retry_frame: bytes | None = None
         self._retry_k = 0
 
@@ -127,9 +131,12 @@ class Delivery:
     about its message waits until the store committed it: a confirmed publish is on disk.
     """
 
-    def __init__(self, scheduler: Scheduler, store: SqliteStore | None = None) -> None:
+    def __init__(
+        self, scheduler: Scheduler, store: SqliteStore | None = None, engine: RedisEngine | None = None
+    ) -> None:
         self._scheduler = scheduler
         self.store = store
+        self.engine = engine
         self.published = 0
         self.deliveries = 0
         self.acks = 0
@@ -145,18 +152,29 @@ class Delivery:
 
     # ------------------------------------------------------------------ publish
 
-    def publish(self, session: Session, publisher: Connection | None, publish: Publish) -> None:
-        """Fan ``publish`` out to the session's matching subscribers and answer the publisher."""
+    def publish(
+        self, session: Session, publisher: Connection | None, publish: Publish, origin: str | None = None
+    ) -> None:
+        """Fan ``publish`` out to the session's matching subscribers and answer the publisher.
+
+        Args:
+            session: the publisher's session.
+            publisher: the publishing connection (None for a last will or a remote publish).
+            publish: the frame.
+            origin: the node that accepted it, when it comes from another node.
+        """
         now = self._scheduler.now_ms()
         recent = session.recent
         held = recent.get(publish.message_id)
         if held is not None and held.dedupe_until_ms > now:
-            self._duplicate(held, publisher)
+            if origin is None:
+                self._duplicate(held, publisher)
             return
         self._prune_recent(session, now)
         timestamp = publish.timestamp if publish.timestamp is not None else int(time.time() * 1000)
         session.seq += 1
         message = Message(session, publish, timestamp, session.seq, publisher, now)
+        message.origin = origin
         if publish.retain:
             self._retain(session, publish, timestamp)
         delivered = 0
@@ -175,6 +193,12 @@ class Delivery:
         recent[publish.message_id] = message
         if self.store is not None:
             self._store_message(message, publish if durable_targets else None, timestamp, delivered)
+        if self.engine is not None and origin is None:
+            self.engine.forward_publish(
+                session.name,
+                {"id": publish.message_id, "t": publish.topic, "d": publish.data, "h": publish.hash,
+                 "ts": timestamp, "q": publish.qos, "r": publish.retain},
+            )
         if message.pending == 0:
             self._complete(message)
         else:
@@ -434,9 +458,21 @@ class Delivery:
             publisher = message.publisher
             if publisher is not None and publisher.sink.is_open:
                 self._to_publisher(publisher, _ack_received(message))
+            elif message.origin is not None and self.engine is not None:
+                self.engine.forward_ack(message.origin, message.session.name, message.message_id)
         self._drop_target(subscriber, message)
         if subscriber.queue:
             self._drain(subscriber, self._scheduler.now_ms())
+
+    def remote_ack(self, session: Session, message_id: str) -> None:
+        """A subscriber on another node acked a message published here: tell its publisher, once."""
+        message = session.recent.get(message_id)
+        if message is None or message.acked:
+            return
+        message.acked = True
+        publisher = message.publisher
+        if publisher is not None and publisher.sink.is_open:
+            self._to_publisher(publisher, _ack_received(message))
 
     def on_retry_due(self, subscriber: Subscriber, now_ms: int) -> None:
         """Redeliver every due entry of ``subscriber``, or drop it if expired or out of retries."""
@@ -598,7 +634,9 @@ class Delivery:
         message.frame = None
         message.publish = None
         message._retry_frame = None
-        message.publisher = None
+        if message.acked or self.engine is None:
+            # With other nodes, the first ack may still come from one of them.
+            message.publisher = None
 
 
 def _ack_received(message: Message) -> bytes:

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
+
+import orjson
 
 from fastport.broker import credentials
 from fastport.broker.index import SubscriberIndex
@@ -20,6 +23,7 @@ from fastport.config import SessionSettings
 from fastport.errors import AuthError, ErrorCode, SessionError
 
 if TYPE_CHECKING:
+    from fastport.engines.redis import RedisEngine
     from fastport.broker.connection import Connection
     from fastport.broker.delivery import Message
     from fastport.broker.subscriber import Subscriber
@@ -85,15 +89,30 @@ class Session:
         return f"<Session {self.name!r} connections={len(self.connections)} live={self.live_messages}>"
 
 
+def _engine_fields(session: Session) -> dict[str, bytes]:
+    password = session.password_hash
+    return {
+        "salt": password.salt,
+        "digest": password.digest,
+        "secret": session.secret_digest,
+        "settings": orjson.dumps(session.settings.to_store()),
+        "suspended": b"1" if session.suspended else b"0",
+    }
+
+
 class SessionRegistry:
     """All sessions of one broker process, by name."""
 
-    __slots__ = ("_sessions", "_reserved", "_cache")
+    __slots__ = ("_sessions", "_reserved", "_cache", "engine", "on_loaded")
 
-    def __init__(self) -> None:
+    def __init__(self, engine: RedisEngine | None = None) -> None:
         self._sessions: dict[str, Session] = {}
         self._reserved: set[str] = set()
         self._cache = credentials.VerifiedCache()
+        #: With scale-out, sessions made on other nodes are looked up here.
+        self.engine = engine
+        #: Called with each session loaded from the engine (to arm its expiry).
+        self.on_loaded: Callable[[Session], None] | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -127,10 +146,12 @@ class SessionRegistry:
         try:
             loop = asyncio.get_running_loop()
             password_hash = await loop.run_in_executor(None, credentials.hash_password, password)
+            secret_key = credentials.new_secret_key()
+            session = Session(name, password_hash, credentials.digest_secret_key(secret_key), settings)
+            if self.engine is not None and not await self.engine.create_session(name, _engine_fields(session)):
+                raise SessionError("Session already exists", code=ErrorCode.SESSION_EXISTS)
         finally:
             self._reserved.discard(name)
-        secret_key = credentials.new_secret_key()
-        session = Session(name, password_hash, credentials.digest_secret_key(secret_key), settings)
         session._verified_tag = self._cache.tag(password)
         self._sessions[name] = session
         return session, secret_key
@@ -151,7 +172,7 @@ class SessionRegistry:
             SessionError: ``Session not found`` or ``Session is suspended``.
             AuthError: ``Invalid password``.
         """
-        session = self._sessions.get(name)
+        session = await self._find(name)
         if session is None:
             raise SessionError("Session not found", code=ErrorCode.SESSION_NOT_FOUND)
         if not await self._password_ok(session, password):
@@ -169,7 +190,7 @@ class SessionRegistry:
             SessionError: ``Session not found``.
             AuthError: ``Invalid credentials`` (wrong password or secret key).
         """
-        session = self._sessions.get(name)
+        session = await self._find(name)
         if session is None:
             raise SessionError("Session not found", code=ErrorCode.SESSION_NOT_FOUND)
         key_ok = credentials.secret_key_matches(secret_key, session._secret_digest)
@@ -178,6 +199,28 @@ class SessionRegistry:
             raise AuthError("Invalid credentials", code=ErrorCode.INVALID_CREDENTIALS)
         if session.dropped:
             raise SessionError("Session not found", code=ErrorCode.SESSION_NOT_FOUND)
+        return session
+
+    async def _find(self, name: str) -> Session | None:
+        """The session called ``name``: local, or made on another node (then kept here)."""
+        session = self._sessions.get(name)
+        if session is not None or self.engine is None:
+            return session
+        fields = await self.engine.load_session(name)
+        if fields is None:
+            return None
+        session = self._sessions.get(name)  # another init may have loaded it meanwhile
+        if session is None:
+            session = Session(
+                name,
+                credentials.PasswordHash(salt=fields[b"salt"], digest=fields[b"digest"]),
+                fields[b"secret"],
+                SessionSettings.from_store(orjson.loads(fields[b"settings"])),
+            )
+            session.suspended = fields.get(b"suspended") == b"1"
+            self._sessions[name] = session
+            if self.on_loaded is not None:
+                self.on_loaded(session)
         return session
 
     def remove(self, session: Session) -> None:

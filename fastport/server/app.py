@@ -13,6 +13,7 @@ from picows.picows import WSProtocol
 from fastport import _speedups
 from fastport.broker.core import Broker
 from fastport.broker.recovery import restore
+from fastport.engines.redis import RedisEngine
 from fastport.engines.sqlite import SqliteStore
 from fastport.config import ServerConfig
 from fastport.errors import CloseCode
@@ -61,9 +62,12 @@ class FastportServer:
         token = config.admin_token or load_or_create_token(config.data_dir)
         admin = AdminAuth(token, config.admin_user, config.admin_pass)
         store = SqliteStore.open(config.store) if config.store else None
-        broker = Broker(loop, config.limits, store)
+        engine = RedisEngine(config.engine, config.engine_prefix) if config.engine else None
+        broker = Broker(loop, config.limits, store, engine)
         if store is not None:
             restore(broker, store, store.load())
+        if engine is not None:
+            await engine.start(broker)
         counters = ServerCounters()
         api = RestApi(broker, admin, counters, metrics_open=config.metrics_open)
         flusher = Flusher(loop)
@@ -102,7 +106,12 @@ class FastportServer:
             )
 
         server = await loop.create_server(
-            front_factory, config.host, config.port, reuse_address=True, ssl=config.ssl_context()
+            front_factory,
+            config.host,
+            config.port,
+            reuse_address=True,
+            reuse_port=config.reuse_port or None,
+            ssl=config.ssl_context(),
         )
         instance = cls(config, broker, server, token, live)
         instance.counters = counters
@@ -134,6 +143,8 @@ class FastportServer:
             logger.warning("connections still open after %.0f s; exiting anyway", SHUTDOWN_GRACE_S)
         if self.broker.store is not None:
             await self.broker.store.close()
+        if self.broker.engine is not None:
+            await self.broker.engine.close()
 
 
 async def serve(config: ServerConfig) -> None:

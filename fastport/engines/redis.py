@@ -1,0 +1,299 @@
+"""Scale-out through Redis: sessions shared by every node, publishes and acks carried between nodes.
+
+Every broker process is a node with a random id. Through one Redis (``--engine
+redis://HOST:PORT/DB``, keys and channels under ``--engine-prefix``):
+
+* sessions live in hashes ``{prefix}session:{name}`` (hashed credentials, settings,
+  suspension); a node that meets an unknown session name looks it up there, and drops and
+  suspensions are announced on ``{prefix}control``;
+* every publish accepted by a node is appended to the stream ``{prefix}publish`` (trimmed to
+  about ``STREAM_LENGTH`` entries); every other node reads the stream from where it left off
+  and fans each publish out to its own subscribers of that session and topic (dedupe by
+  messageId);
+* the first ack a node sees for a message of another node is sent to that node's channel
+  ``{prefix}node:{id}``, which turns it into ``ack_received`` for the publisher.
+
+Guarantees. While Redis is unreachable, each node keeps serving its own clients (local
+fan-out, acks and retries are untouched), counts and logs the outage, and holds what it must
+forward in a bounded queue (``MAX_OUTBOX``), appended in order once Redis answers again
+(reconnect with backoff up to 5 s); what overflows that queue is dropped and counted. A node
+that was cut off reads the stream on from its last entry when it is back, so it misses
+nothing that Redis still holds (the last ``STREAM_LENGTH`` publishes; a Redis that restarts
+without persistence holds only what was appended since). Acks and session events travel on
+pub/sub channels: one sent while its receiver is cut off is lost (the publisher then misses
+that ``ack_received``; the fastPort clients re-publish, and the dedupe answers them). A
+durable client's held messages stay on the node that holds them (resume it on that node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import deque
+from typing import Any, Final, Protocol
+
+import orjson
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from fastport.errors import ConfigError, EngineUnavailable
+
+logger = logging.getLogger("fastport.engine")
+
+MAX_OUTBOX: Final = 100_000
+STREAM_LENGTH: Final = 100_000
+BATCH: Final = 500
+BACKOFF_S: Final = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class EngineHandler(Protocol):
+    """What the engine calls on its broker."""
+
+    def on_remote_publish(self, session_name: str, fields: dict[str, Any], origin: str) -> None:
+        """A publish accepted by another node."""
+
+    def on_remote_ack(self, session_name: str, message_id: str) -> None:
+        """A subscriber on another node acked a message published here."""
+
+    def on_session_event(self, kind: str, session_name: str, value: bool) -> None:
+        """Another node dropped (``drop``) or suspended/resumed (``suspend``) a session."""
+
+
+class RedisEngine:
+    """One node's link to the shared Redis."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"engine must be redis://HOST:PORT/DB, got {url!r}")
+        self.url = url
+        self.prefix = prefix
+        self.node_id = secrets.token_hex(8)
+        # Reads block for up to 1 s (XREAD BLOCK), so the socket timeout must be longer.
+        self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
+        self._handler: EngineHandler | None = None
+        #: (channel or stream, payload, is_stream) waiting to be sent.
+        self._outbox: deque[tuple[str, bytes, bool]] = deque()
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.connected = False
+        self.outages = 0
+        self.forwarded = 0
+        self.received = 0
+        self.dropped = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def key(self, *parts: str) -> str:
+        """A key or channel name under this engine's prefix."""
+        return self.prefix + ":".join(parts)
+
+    async def start(self, handler: EngineHandler) -> None:
+        """Check that Redis answers, then start forwarding and listening.
+
+        Raises:
+            ConfigError: Redis does not answer at startup.
+        """
+        self._handler = handler
+        try:
+            await self._redis.ping()
+            # Read the stream on from its newest entry, by id (not "$"): after an outage, reading
+            # on from an id returns everything appended meanwhile, even to a restarted Redis.
+            newest = await self._redis.xrevrange(self.key("publish"), count=1)
+        except (RedisError, OSError) as exc:
+            raise ConfigError(f"engine {self.url}: Redis does not answer: {exc}") from None
+        self._stream_start: bytes = newest[0][0] if newest else b"0-0"
+        self.connected = True
+        self._tasks = [
+            asyncio.create_task(self._send_loop()),
+            asyncio.create_task(self._listen_loop()),
+            asyncio.create_task(self._stream_loop()),
+        ]
+
+    async def close(self) -> None:
+        """Stop the tasks and close the connection pool."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self._redis.aclose()
+
+    def _outage(self, what: str, exc: BaseException) -> None:
+        if self.connected:
+            self.connected = False
+            self.outages += 1
+            logger.warning("engine: Redis unreachable (%s: %s); serving local clients, retrying", what, exc)
+
+    def _recovered(self) -> None:
+        if not self.connected:
+            self.connected = True
+            logger.warning("engine: Redis reachable again")
+
+    # ------------------------------------------------------------------ outgoing
+
+    def _send(self, channel: str, payload: dict[str, Any], stream: bool = False) -> None:
+        if len(self._outbox) >= MAX_OUTBOX:
+            self.dropped += 1
+            return
+        self._outbox.append((channel, orjson.dumps(payload), stream))
+        self._wakeup.set()
+
+    def forward_publish(self, session_name: str, fields: dict[str, Any]) -> None:
+        """Send a locally accepted publish to the other nodes."""
+        self._send(self.key("publish"), {"o": self.node_id, "s": session_name, **fields}, stream=True)
+
+    def forward_ack(self, origin: str, session_name: str, message_id: str) -> None:
+        """Tell ``origin`` that its message was acked here."""
+        self._send(self.key("node", origin), {"k": "ack", "s": session_name, "id": message_id})
+
+    def announce(self, kind: str, session_name: str, value: bool = True) -> None:
+        """Tell the other nodes that a session was dropped or (un)suspended."""
+        self._send(self.key("control"), {"k": kind, "s": session_name, "v": value, "o": self.node_id})
+
+    async def _send_loop(self) -> None:
+        attempt = 0
+        while True:
+            if not self._outbox:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch = [self._outbox[index] for index in range(min(BATCH, len(self._outbox)))]
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for channel, payload, stream in batch:
+                        if stream:
+                            pipe.xadd(channel, {"m": payload}, maxlen=STREAM_LENGTH, approximate=True)
+                        else:
+                            pipe.publish(channel, payload)
+                    await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self._outage("publish", exc)
+                await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+                attempt += 1
+                continue
+            attempt = 0
+            self._recovered()
+            for _ in batch:
+                self._outbox.popleft()
+            self.forwarded += len(batch)
+
+    # ------------------------------------------------------------------ incoming
+
+    async def _stream_loop(self) -> None:
+        stream = self.key("publish")
+        last_id = self._stream_start
+        attempt = 0
+        while True:
+            try:
+                replies = await self._redis.xread({stream: last_id}, count=BATCH, block=1000)
+            except (RedisError, OSError) as exc:
+                self._outage("read stream", exc)
+                await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+                attempt += 1
+                continue
+            attempt = 0
+            self._recovered()
+            for _, entries in replies or ():
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    self._dispatch(stream.encode(), fields[b"m"])
+
+    async def _listen_loop(self) -> None:
+        channels = (self.key("control"), self.key("node", self.node_id))
+        attempt = 0
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(*channels)
+                attempt = 0
+                self._recovered()
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._dispatch(message["channel"], message["data"])
+            except (RedisError, OSError) as exc:
+                self._outage("subscribe", exc)
+                await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
+                attempt += 1
+            finally:
+                try:
+                    await pubsub.aclose()
+                except (RedisError, OSError):
+                    pass
+
+    def _dispatch(self, channel: bytes, data: bytes) -> None:
+        handler = self._handler
+        assert handler is not None
+        try:
+            payload = orjson.loads(data)
+            name = channel.decode()
+            if name == self.key("publish"):
+                if payload["o"] != self.node_id:
+                    self.received += 1
+                    handler.on_remote_publish(payload["s"], payload, payload["o"])
+            elif name == self.key("control"):
+                if payload["o"] != self.node_id:
+                    handler.on_session_event(payload["k"], payload["s"], bool(payload["v"]))
+            elif payload.get("k") == "ack":
+                handler.on_remote_ack(payload["s"], payload["id"])
+        except Exception:
+            logger.exception("engine: bad message on %r", channel)
+
+    # ------------------------------------------------------------------ sessions
+
+    async def create_session(self, name: str, fields: dict[str, bytes]) -> bool:
+        """Store a new session; False if the name is taken on any node.
+
+        Raises:
+            EngineUnavailable: Redis cannot be reached.
+        """
+        key = self.key("session", name)
+        try:
+            if not await self._redis.hsetnx(key, "salt", fields["salt"]):
+                return False
+            await self._redis.hset(key, mapping=fields)
+        except (RedisError, OSError) as exc:
+            self._outage("create session", exc)
+            raise EngineUnavailable("session store unavailable, try again") from None
+        return True
+
+    async def load_session(self, name: str) -> dict[bytes, bytes] | None:
+        """The stored fields of a session, or None (unknown, or half-written by a racing create).
+
+        Raises:
+            EngineUnavailable: Redis cannot be reached.
+        """
+        try:
+            fields: dict[bytes, bytes] = await self._redis.hgetall(self.key("session", name))
+        except (RedisError, OSError) as exc:
+            self._outage("load session", exc)
+            raise EngineUnavailable("session store unavailable, try again") from None
+        return fields if b"settings" in fields else None
+
+    async def set_suspended(self, name: str, suspended: bool) -> None:
+        """Record a suspension and announce it (the announcement waits out an outage).
+
+        Raises:
+            EngineUnavailable: Redis cannot be reached.
+        """
+        try:
+            await self._redis.hset(self.key("session", name), "suspended", b"1" if suspended else b"0")
+        except (RedisError, OSError) as exc:
+            self._outage("suspend session", exc)
+            raise EngineUnavailable("session store unavailable, try again") from None
+        self.announce("suspend", name, suspended)
+
+    async def drop_session(self, name: str) -> None:
+        """Delete a session everywhere and announce it.
+
+        Raises:
+            EngineUnavailable: Redis cannot be reached.
+        """
+        try:
+            await self._redis.delete(self.key("session", name))
+        except (RedisError, OSError) as exc:
+            self._outage("drop session", exc)
+            raise EngineUnavailable("session store unavailable, try again") from None
+        self.announce("drop", name)
