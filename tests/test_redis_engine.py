@@ -275,3 +275,52 @@ async def test_workers_share_the_port_through_the_engine(tmp_path: Path, prefix:
         if parent.poll() is None:
             parent.kill()
             parent.wait(timeout=10)
+
+
+async def _durable(server: FastportServer, client_id: str = "roamer") -> tuple[WSClient, dict]:
+    client = await WSClient.connect(server.port)
+    client.send({"type": "init", "sessionName": "shared", "password": "pw", "clientId": client_id, "durable": True})
+    return client, await client.recv_type("init_response")
+
+
+async def test_durable_client_resumes_on_another_node_with_its_held_messages(node: NodeFactory) -> None:
+    a, b = await node(), await node()
+    await _create(a)
+    roamer, response = await _durable(a)
+    assert response["resumed"] is False
+    await roamer.subscribe("held/#")
+    publisher = await _client(a)
+    unacked = publisher.publish("held/0", data="sent")
+    await roamer.recv_type("message")
+    await roamer.close()
+    queued = [publisher.publish(f"held/{index}", data=f"queued{index}") for index in range(1, 4)]
+    for _ in range(4):
+        await publisher.recv_type("publish_response")
+    await asyncio.sleep(0.2)  # let A record that it owns the client
+    moved, response = await _durable(b)
+    assert response["resumed"] is True and response["subscriptions"] == ["held/#"]
+    frames = [await moved.recv_type("message") for _ in range(4)]
+    assert [frame["messageId"] for frame in frames] == [unacked, *queued]
+    assert frames[0]["retry"] == 1
+    for frame in frames:
+        moved.send({"type": "ack", "topic": frame["topic"], "messageId": frame["messageId"]})
+    acked = {(await publisher.recv_type("ack_received"))["messageId"] for _ in range(4)}
+    assert acked == {unacked, *queued}
+    # A no longer holds it; new messages from A reach it on B.
+    assert "roamer" not in a.broker.sessions.get("shared").clients
+    fresh = publisher.publish("held/new")
+    assert (await moved.recv_type("message"))["messageId"] == fresh
+    await moved.close()
+    await publisher.close()
+
+
+async def test_connecting_on_another_node_takes_the_durable_client_over(node: NodeFactory) -> None:
+    a, b = await node(), await node()
+    await _create(a)
+    first, _ = await _durable(a)
+    await first.subscribe("t")
+    await asyncio.sleep(0.2)
+    second, response = await _durable(b)
+    assert response["resumed"] is True
+    assert await first.wait_closed() == CloseCode.CLIENT_TAKEN_OVER
+    await second.close()

@@ -249,6 +249,11 @@ class Broker:
                     self.auth_throttle.failed(keys, self.loop.time())
                 raise
             self.auth_throttle.succeeded(keys[0])
+            if frame.durable and self.engine is not None and frame.client_id not in session.clients:
+                assert frame.client_id is not None
+                state = await self.engine.fetch_durable(session.name, frame.client_id)
+                if state is not None and frame.client_id not in session.clients and not session.dropped:
+                    self.delivery.import_durable(session, frame.client_id, state)
         except FastportError as exc:
             if conn.state is ConnState.AUTHENTICATING:
                 conn.state = ConnState.AWAIT_INIT
@@ -316,6 +321,9 @@ class Broker:
             self.delivery.resume(subscriber, conn)
         else:
             subscriber.connection = conn
+        if subscriber.durable and self.engine is not None:
+            assert client_id is not None
+            self.engine.claim_durable_soon(session.name, client_id)
 
     def _session_of(self, conn: Connection) -> Session:
         if conn.state is not ConnState.OPEN:
@@ -538,6 +546,22 @@ class Broker:
         session = self.sessions.get(session_name)
         if session is not None:
             self.delivery.remote_ack(session, message_id)
+
+    def on_handover_request(self, session_name: str, client_id: str) -> dict[str, Any] | None:
+        """Another node took a durable client held here: close its connection here and hand it over."""
+        session = self.sessions.get(session_name)
+        subscriber = session.clients.get(client_id) if session is not None else None
+        if subscriber is None or not subscriber.durable or subscriber.released:
+            return None
+        state = self.delivery.export_durable(subscriber)
+        previous = subscriber.connection
+        if previous is not None:
+            previous.subscriber = None
+            subscriber.connection = None
+            previous.sink.close(CloseCode.CLIENT_TAKEN_OVER, "client taken over on another node")
+        self.delivery.release_subscriber(subscriber, handed_over=True)
+        logger.info("session %r: durable client %r handed over to another node", session_name, client_id)
+        return state
 
     def on_session_event(self, kind: str, session_name: str, value: bool) -> None:
         """Another node dropped or (un)suspended a session."""

@@ -27,7 +27,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from fastport.broker.subscriber import DurableExpiry, Inflight, Subscriber
 from fastport.errors import ErrorCode, LimitExceeded, ProtocolError
@@ -583,12 +583,69 @@ class Delivery:
         logger.info("session %r: durable client %r expired", subscriber.session.name, subscriber.client_id)
         self.release_subscriber(subscriber)
 
-    def release_subscriber(self, subscriber: Subscriber) -> None:
-        """Forget a subscriber: its filters leave the index, its held messages stop waiting for it."""
+    def export_durable(self, subscriber: Subscriber) -> dict[str, Any]:
+        """A durable client's filters and held messages, in publish order, for another node."""
+        held = [(entry.message, entry.attempts, True) for entry in subscriber.inflight.values()]
+        held += [(message, 0, False) for message in subscriber.queue or ()]
+        held.sort(key=lambda item: item[0].seq)
+        node_id = self.engine.node_id if self.engine is not None else None
+        messages = []
+        for message, attempts, sent in held:
+            publish = message.publish
+            assert publish is not None
+            messages.append({
+                "id": message.message_id, "t": message.topic, "d": publish.data, "h": publish.hash,
+                "ts": message.timestamp, "q": message.qos, "a": attempts, "sent": sent,
+                "o": message.origin or node_id,
+            })
+        return {"filters": dict(subscriber.filters), "messages": messages}
+
+    def import_durable(self, session: Session, client_id: str, state: dict[str, Any]) -> Subscriber:
+        """Take over a durable client exported by another node (``export_durable``)."""
+        subscriber = Subscriber(self, session, client_id, durable=True)
+        subscriber.filters = {str(name): int(qos) for name, qos in state["filters"].items()}
+        for topic_filter, qos in subscriber.filters.items():
+            session.index.add(topic_filter, subscriber, qos)
+        session.clients[client_id] = subscriber
+        now = self._scheduler.now_ms()
+        node_id = self.engine.node_id if self.engine is not None else None
+        for item in state["messages"]:
+            known = session.recent.get(item["id"])
+            if known is not None and known.publish is not None:
+                message = known  # it was published or forwarded here too: share its bookkeeping
+            else:
+                publish = Publish(topic=item["t"], data=item["d"], message_id=item["id"], hash=item["h"],
+                                  timestamp=item["ts"], qos=item["q"])
+                session.seq += 1
+                message = Message(session, publish, item["ts"], session.seq, None, now)
+                message.origin = None if item["o"] == node_id else item["o"]
+                if known is not None:
+                    message.publisher, message.acked = known.publisher, known.acked
+            if message.pending == 0:
+                session.live_messages += 1
+            message.pending += 1
+            if item["sent"]:
+                subscriber.inflight[message.message_id] = Inflight(message, int(item["a"]), now)
+            else:
+                if subscriber.queue is None:
+                    subscriber.queue = deque()
+                subscriber.queue.append(message)
+                subscriber.queued_bytes += message.size
+        self.save_durable(subscriber)
+        return subscriber
+
+    def release_subscriber(self, subscriber: Subscriber, handed_over: bool = False) -> None:
+        """Forget a subscriber: its filters leave the index, its held messages stop waiting for it.
+
+        ``handed_over``: another node took the durable client over (its ownership record stays).
+        """
         if subscriber.released:
             return
         subscriber.released = True
         session = subscriber.session
+        if subscriber.durable and self.engine is not None and not handed_over:
+            assert subscriber.client_id is not None
+            self.engine.release_durable_soon(session.name, subscriber.client_id)
         if subscriber.durable and self.store is not None and not session.dropped:
             assert subscriber.client_id is not None
             self.store.delete_durable(session.name, subscriber.client_id)

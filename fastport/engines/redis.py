@@ -22,7 +22,11 @@ nothing that Redis still holds (the last ``STREAM_LENGTH`` publishes; a Redis th
 without persistence holds only what was appended since). Acks and session events travel on
 pub/sub channels: one sent while its receiver is cut off is lost (the publisher then misses
 that ``ack_received``; the fastPort clients re-publish, and the dedupe answers them). A
-durable client's held messages stay on the node that holds them (resume it on that node).
+durable client belongs to the node it last connected to (``{prefix}durable:{session}:{id}``);
+when it connects to another node, that node asks the owner for it on the owner's channel, and
+the owner closes its connection (4004 if it is still there), hands over its filters and held
+messages and forgets it. If the owner does not answer within ``HANDOVER_TIMEOUT_S`` (it is
+gone), the client starts fresh (``"resumed": false``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import asyncio
 import logging
 import secrets
 from collections import deque
+from collections.abc import Coroutine
 from typing import Any, Final, Protocol
 
 import orjson
@@ -45,6 +50,7 @@ MAX_OUTBOX: Final = 100_000
 STREAM_LENGTH: Final = 100_000
 BATCH: Final = 500
 BACKOFF_S: Final = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+HANDOVER_TIMEOUT_S: Final = 3.0
 
 
 class EngineHandler(Protocol):
@@ -58,6 +64,9 @@ class EngineHandler(Protocol):
 
     def on_session_event(self, kind: str, session_name: str, value: bool) -> None:
         """Another node dropped (``drop``) or suspended/resumed (``suspend``) a session."""
+
+    def on_handover_request(self, session_name: str, client_id: str) -> dict[str, Any] | None:
+        """Give up a durable client held here: its filters and held messages, or None if unknown."""
 
 
 class RedisEngine:
@@ -76,6 +85,8 @@ class RedisEngine:
         self._outbox: deque[tuple[str, bytes, bool]] = deque()
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._handovers: dict[tuple[str, str], asyncio.Future[dict[str, Any] | None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.connected = False
         self.outages = 0
         self.forwarded = 0
@@ -112,9 +123,9 @@ class RedisEngine:
 
     async def close(self) -> None:
         """Stop the tasks and close the connection pool."""
-        for task in self._tasks:
+        for task in [*self._tasks, *self._background]:
             task.cancel()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._background]:
             try:
                 await task
             except (asyncio.CancelledError, Exception):
@@ -238,6 +249,14 @@ class RedisEngine:
                     handler.on_session_event(payload["k"], payload["s"], bool(payload["v"]))
             elif payload.get("k") == "ack":
                 handler.on_remote_ack(payload["s"], payload["id"])
+            elif payload.get("k") == "handover":
+                state = handler.on_handover_request(payload["s"], payload["c"])
+                self._send(self.key("node", payload["r"]), {"k": "state", "s": payload["s"], "c": payload["c"],
+                                                            "state": state})
+            elif payload.get("k") == "state":
+                waiter = self._handovers.pop((payload["s"], payload["c"]), None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(payload["state"])
         except Exception:
             logger.exception("engine: bad message on %r", channel)
 
@@ -297,3 +316,58 @@ class RedisEngine:
             self._outage("drop session", exc)
             raise EngineUnavailable("session store unavailable, try again") from None
         self.announce("drop", name)
+
+    # ------------------------------------------------------------------ durable clients
+
+    def _durable_key(self, session_name: str, client_id: str) -> str:
+        return self.key("durable", session_name, client_id)
+
+    def _soon(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def claim_durable_soon(self, session_name: str, client_id: str) -> None:
+        """``claim_durable`` in the background."""
+        self._soon(self.claim_durable(session_name, client_id))
+
+    def release_durable_soon(self, session_name: str, client_id: str) -> None:
+        """``release_durable`` in the background."""
+        self._soon(self.release_durable(session_name, client_id))
+
+    async def claim_durable(self, session_name: str, client_id: str) -> None:
+        """Record that a durable client now lives on this node (best effort during an outage)."""
+        try:
+            await self._redis.set(self._durable_key(session_name, client_id), self.node_id)
+        except (RedisError, OSError) as exc:
+            self._outage("claim durable client", exc)
+
+    async def release_durable(self, session_name: str, client_id: str) -> None:
+        """Forget the ownership record of a durable client that ended here."""
+        key = self._durable_key(session_name, client_id)
+        try:
+            if await self._redis.get(key) == self.node_id.encode():
+                await self._redis.delete(key)
+        except (RedisError, OSError) as exc:
+            self._outage("release durable client", exc)
+
+    async def fetch_durable(self, session_name: str, client_id: str) -> dict[str, Any] | None:
+        """Take a durable client over from the node that holds it; None if no node does (or answers)."""
+        try:
+            owner = await self._redis.get(self._durable_key(session_name, client_id))
+        except (RedisError, OSError) as exc:
+            self._outage("find durable client", exc)
+            return None
+        if owner is None or owner.decode() == self.node_id:
+            return None
+        waiter: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        self._handovers[(session_name, client_id)] = waiter
+        self._send(self.key("node", owner.decode()), {"k": "handover", "s": session_name, "c": client_id,
+                                                      "r": self.node_id})
+        try:
+            return await asyncio.wait_for(waiter, HANDOVER_TIMEOUT_S)
+        except TimeoutError:
+            logger.warning("engine: node %s did not hand over durable client %r in time", owner, client_id)
+            return None
+        finally:
+            self._handovers.pop((session_name, client_id), None)
