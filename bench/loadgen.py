@@ -657,7 +657,7 @@ async def scenario_connections(cls: type[Client], args: argparse.Namespace, tag:
         ready, done = os.path.join(args.hold_dir, "ready"), os.path.join(args.hold_dir, "done")
         open(ready, "w").close()
         deadline = time.monotonic() + 300
-        while not os.path.exists(done) and time.monotonic() < deadline:
+        while not os.path.exists(done) and os.path.isdir(args.hold_dir) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
     close_all(clients)
     await asyncio.sleep(1.0)

@@ -76,13 +76,18 @@ async def profile(args: argparse.Namespace) -> list[str]:
                 argv = ["taskset", "-c", str(args.loadgen_cpu), *argv]
             process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
                                                            stderr=asyncio.subprocess.PIPE)
-            ready = Path(tmp, "ready")
-            deadline = time.monotonic() + 300
-            while not ready.exists() and time.monotonic() < deadline and process.returncode is None:
-                await asyncio.sleep(0.1)
-            after, rss_after = tracemalloc.take_snapshot(), rss_kib()
-            Path(tmp, "done").touch()
-            _, err = await asyncio.wait_for(process.communicate(), 120)
+            try:
+                ready = Path(tmp, "ready")
+                deadline = time.monotonic() + 300
+                while not ready.exists() and time.monotonic() < deadline and process.returncode is None:
+                    await asyncio.sleep(0.1)
+                after, rss_after = tracemalloc.take_snapshot(), rss_kib()
+                Path(tmp, "done").touch()
+                _, err = await asyncio.wait_for(process.communicate(), 120)
+            finally:
+                if process.returncode is None:  # never leave the load generator behind
+                    process.kill()
+                    await process.wait()
             if process.returncode != 0:
                 raise RuntimeError(f"loadgen failed: {err.decode(errors='replace')[-2000:]}")
         finally:
