@@ -15,9 +15,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from fastport import __version__
+from fastport.broker.limits import BrokerLimits
 from fastport.config import (
     DEFAULT_HANDSHAKE_TIMEOUT_S,
     DEFAULT_HOST,
@@ -128,12 +129,43 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         idle_timeout_s=_duration(args.idle_timeout, "idle-timeout", DEFAULT_IDLE_TIMEOUT_S),
         ping_timeout_s=_duration(args.ping_timeout, "ping-timeout", DEFAULT_PING_TIMEOUT_S),
         allowed_origins=_origins(_setting(args.allowed_origins, "ALLOWED_ORIGINS")),
+        limits=_limits(args),
         store=_setting(args.store, "STORE"),
         engine=_setting(args.engine, "ENGINE"),
         engine_prefix=_setting(args.engine_prefix, "ENGINE_PREFIX") or "fastport:",
         workers=_count(_setting(args.workers, "WORKERS"), "workers"),
         reuse_port=bool(os.environ.get("FASTPORT_REUSE_PORT")),
     )
+
+
+#: ``serve`` flag -> (BrokerLimits field, parser) of every configurable limit.
+_LIMIT_FLAGS: Final = {
+    "max_subscriptions": ("max_subscriptions_per_connection", int),
+    "max_connections_per_session": ("max_connections_per_session", int),
+    "publish_rate": ("publish_rate_per_s", float),
+    "publish_burst": ("publish_burst", int),
+    "max_topic_length": ("max_topic_length", int),
+    "max_topic_depth": ("max_topic_depth", int),
+    "outbound_buffer_limit": ("outbound_buffer_limit", None),
+    "slow_consumer_grace": ("slow_consumer_grace_s", float),
+}
+
+
+def _limits(args: argparse.Namespace) -> BrokerLimits:
+    values: dict[str, Any] = {}
+    for flag, (field, parse) in _LIMIT_FLAGS.items():
+        text = _setting(getattr(args, flag), flag.upper())
+        if text is None:
+            continue
+        name = flag.replace("_", "-")
+        try:
+            value = parse_size(text, name) if parse is None else parse(text)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {text!r}") from None
+        if value <= 0:
+            raise ConfigError(f"{name} must be positive, got {text!r}")
+        values[field] = value
+    return BrokerLimits(**values)
 
 
 def _count(text: str | None, name: str) -> int:
@@ -218,6 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-frame-size", help=f"largest WebSocket message (default {DEFAULT_MAX_FRAME_SIZE})")
     serve.add_argument("--max-body-size", help=f"largest REST request body (default {DEFAULT_MAX_BODY_SIZE})")
     serve.add_argument("--log-level", help=f"one of {', '.join(LOG_LEVELS)} (default info)")
+    limits = BrokerLimits()
+    serve.add_argument("--max-subscriptions", help=f"filters per connection ({limits.max_subscriptions_per_connection})")
+    serve.add_argument("--max-connections-per-session",
+                       help=f"live connections per session ({limits.max_connections_per_session})")
+    serve.add_argument("--publish-rate", help=f"publishes per second per connection ({limits.publish_rate_per_s:g})")
+    serve.add_argument("--publish-burst", help=f"publishes at once per connection ({limits.publish_burst})")
+    serve.add_argument("--max-topic-length", help=f"characters in a topic ({limits.max_topic_length})")
+    serve.add_argument("--max-topic-depth", help=f"levels in a topic ({limits.max_topic_depth})")
+    serve.add_argument("--outbound-buffer-limit",
+                       help=f"bytes queued to a connection before it is a slow consumer ({limits.outbound_buffer_limit})")
+    serve.add_argument("--slow-consumer-grace",
+                       help=f"seconds a slow consumer may stay over the limit ({limits.slow_consumer_grace_s:g})")
     serve.add_argument("--store", help="sqlite:PATH keeps sessions and held messages on disk (default: memory)")
     serve.add_argument("--engine", help="redis://HOST:PORT/DB joins other broker processes (default: none)")
     serve.add_argument("--engine-prefix", help="prefix of the engine's Redis keys and channels (default fastport:)")
