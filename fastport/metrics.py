@@ -36,9 +36,30 @@ DELIVERY_COUNTERS: Final = (
     ("redeliveries", "fastport_redeliveries", "Message frames resent with a retry count."),
     ("expired", "fastport_messages_expired", "Held messages released at their messageExpiryTime."),
     ("exhausted", "fastport_messages_exhausted", "Held messages released after maxRetryLimit redeliveries."),
-    ("dropped", "fastport_messages_dropped", "Messages dropped by delivery policy."),
-    ("duplicates", "fastport_duplicate_publishes", "Publishes of a messageId still held (client retries)."),
+    ("dropped_qos0", "fastport_qos0_dropped", "QoS 0 messages dropped for an offline or backed-up subscriber."),
+    ("duplicates", "fastport_duplicate_publishes", "Publishes of a messageId inside the dedupe window (client retries)."),
     ("queue_overflows", "fastport_queue_overflows", "Messages refused or evicted because a queue was full."),
+    ("retained_evictions", "fastport_retained_evictions", "Retained topics evicted because the session's store was full."),
+    ("wills_published", "fastport_wills_published", "Last wills published for connections that ended uncleanly."),
+    ("durable_expired", "fastport_durable_clients_expired", "Offline durable clients forgotten at their TTL."),
+)
+
+#: ``Broker`` limit attributes and their ``limit`` label value.
+BROKER_LIMIT_LABELS: Final = (
+    ("rate_limited", "publish_rate"),
+    ("rate_abuse_closes", "publish_rate_close"),
+    ("subscription_limit_hits", "subscriptions"),
+    ("connection_limit_hits", "connections_per_session"),
+    ("auth_cut_offs", "auth_throttle"),
+    ("slow_consumer_closes", "slow_consumer"),
+)
+
+#: ``RedisEngine`` attributes and their metric.
+ENGINE_METRICS: Final = (
+    ("outages", "fastport_engine_outages", "Times the Redis engine became unreachable."),
+    ("forwarded", "fastport_engine_forwarded", "Publishes, acks and events sent to other nodes."),
+    ("received", "fastport_engine_received", "Publishes received from other nodes."),
+    ("dropped", "fastport_engine_dropped", "Messages for other nodes dropped because the forwarding queue was full."),
 )
 
 #: ``ServerCounters`` limit attributes and their ``limit`` label value.
@@ -146,13 +167,23 @@ class BrokerCollector(Collector):
         )
         for attribute, label in AUTH_LABELS:
             auth.add_metric((label,), getattr(counters, attribute))
+        auth.add_metric(("websocket_init",), _number(getattr(broker, "auth_failures", 0)))
         yield auth
         limits = CounterMetricFamily(
             "fastport_limit_hits", "Requests and connections refused or closed by a server limit.", labels=("limit",)
         )
         for attribute, label in LIMIT_LABELS:
             limits.add_metric((label,), getattr(counters, attribute))
+        for attribute, label in BROKER_LIMIT_LABELS:
+            limits.add_metric((label,), _number(getattr(broker, attribute, 0)))
         yield limits
+        engine = getattr(broker, "engine", None)
+        if engine is not None:
+            yield GaugeMetricFamily(
+                "fastport_engine_connected", "1 while the Redis engine is reachable.", value=int(engine.connected)
+            )
+            for attribute, name, documentation in ENGINE_METRICS:
+                yield CounterMetricFamily(name, documentation, value=_number(getattr(engine, attribute, 0)))
         yield CounterMetricFamily(
             "fastport_websocket_protocol_errors",
             "WebSocket connections closed with 1002 by fastport (reserved bits, bad fragments, bad close codes).",

@@ -161,7 +161,13 @@ class Broker:
         if state is ConnState.CLOSED:
             return
         try:
-            frame = codec.decode(payload)
+            obj = codec.parse(payload)
+            if state is ConnState.OPEN:
+                message_id = codec.ack_message_id(obj)
+                if message_id is not None:
+                    self._ack(conn, message_id)
+                    return
+            frame = codec.frame_of(obj, payload)
         except InvalidUtf8 as exc:
             self._close(conn, CloseCode.INVALID_DATA, exc.error)
             return
@@ -411,11 +417,17 @@ class Broker:
         return False
 
     def _on_ack(self, conn: Connection, frame: Ack) -> None:
-        _, subscriber = self._subscriber_of(conn)
+        self._session_of(conn)
+        self._ack(conn, frame.message_id)
+
+    def _ack(self, conn: Connection, message_id: str) -> None:
+        """The hot path of every delivery's ack (``receive`` calls it without building a frame)."""
+        subscriber = conn.subscriber
+        assert subscriber is not None
         try:
-            self.delivery.ack(subscriber, frame.message_id)
+            self.delivery.ack(subscriber, message_id)
         except ProtocolError as exc:
-            self._reject(conn, exc, None, messageId=frame.message_id)
+            self._reject(conn, exc, None, messageId=message_id)
 
     def _on_disconnect(self, conn: Connection, frame: Disconnect) -> None:
         self._session_of(conn)

@@ -37,8 +37,8 @@ class BrokerLimits:
 
     max_subscriptions_per_connection: int = 1000
     max_connections_per_session: int = 10_000
-    publish_rate_per_s: float = 5000.0
-    publish_burst: int = 10_000
+    publish_rate_per_s: float = 50_000.0
+    publish_burst: int = 100_000
     publish_violations_before_close: int = 1000
     auth_failures_before_delay: int = 5
     auth_failures_before_cutoff: int = 20

@@ -177,19 +177,12 @@ _DECODERS: Final[dict[object, Callable[[dict[str, Any], bytes], ClientFrame]]] =
 }
 
 
-def decode(payload: bytes) -> ClientFrame:
-    """Decode one text-frame payload into a client frame.
-
-    Args:
-        payload: the complete (reassembled) payload of a text frame.
-
-    Returns:
-        The typed frame.
+def parse(payload: bytes) -> dict[str, Any]:
+    """Parse one text-frame payload into its JSON object.
 
     Raises:
         InvalidUtf8: the payload is not valid UTF-8 (the connection must be closed with 1007).
-        ProtocolError: invalid JSON, not an object, unknown ``type``, or a missing or
-            wrong-typed field (``field`` names it); the connection stays open.
+        ProtocolError: invalid JSON, or not an object; the connection stays open.
     """
     try:
         obj = orjson.loads(payload)
@@ -201,11 +194,45 @@ def decode(payload: bytes) -> ClientFrame:
         raise ProtocolError("invalid JSON", code=ErrorCode.INVALID_JSON) from None
     if not isinstance(obj, dict):
         raise ProtocolError("frame must be a JSON object", code=ErrorCode.NOT_AN_OBJECT)
+    return obj
+
+
+def frame_of(obj: dict[str, Any], payload: bytes) -> ClientFrame:
+    """The typed frame of a parsed object (``payload`` is its raw text, kept by file frames).
+
+    Raises:
+        ProtocolError: unknown ``type``, or a missing or wrong-typed field (``field`` names it).
+    """
     frame_type = obj.get("type")
     decoder = _DECODERS.get(frame_type) if isinstance(frame_type, str) else None
     if decoder is None:
         raise ProtocolError("Unknown message type", code=ErrorCode.UNKNOWN_TYPE, field="type")
     return decoder(obj, payload)
+
+
+def ack_message_id(obj: dict[str, Any]) -> str | None:
+    """The ``messageId`` of a well-formed ``ack`` object, else None (the typed path then answers it).
+
+    Acks are one frame per delivery: this lets the broker handle them without building a frame.
+    """
+    if obj.get("type") != frames.ACK:
+        return None
+    message_id = obj.get("messageId")
+    topic = obj.get("topic")
+    if type(message_id) is not str or len(message_id) > MAX_ID_LENGTH or not (topic is None or type(topic) is str):
+        return None
+    return message_id
+
+
+def decode(payload: bytes) -> ClientFrame:
+    """Decode one text-frame payload into a client frame (``parse`` then ``frame_of``).
+
+    Raises:
+        InvalidUtf8: the payload is not valid UTF-8 (the connection must be closed with 1007).
+        ProtocolError: invalid JSON, not an object, unknown ``type``, or a missing or
+            wrong-typed field (``field`` names it); the connection stays open.
+    """
+    return frame_of(parse(payload), payload)
 
 
 def encode(obj: dict[str, Any]) -> bytes:
