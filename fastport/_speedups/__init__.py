@@ -21,19 +21,21 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Final
 
-__all__ = ["IMPLEMENTATION", "MAX_DELAY_MS", "NO_EXTENSIONS", "TimerWheel", "TopicTrie"]
+__all__ = ["IMPLEMENTATION", "MAX_DELAY_MS", "NO_EXTENSIONS", "Flusher", "Outbox", "TimerWheel", "TopicTrie"]
 
 NO_EXTENSIONS: Final[bool] = (
     bool(os.environ.get("FASTPORT_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
 )
 
 if TYPE_CHECKING or NO_EXTENSIONS:
+    from .fanout_py import Flusher, Outbox
     from .timerwheel_py import MAX_DELAY_MS, TimerWheel
     from .trie_py import TopicTrie
 
     IMPLEMENTATION: Final[str] = "python"
 else:
     try:
+        from .fanout_c import Flusher, Outbox
         from .timerwheel_c import MAX_DELAY_MS, TimerWheel
         from .trie_c import TopicTrie
     except ImportError as exc:
@@ -42,6 +44,7 @@ else:
             RuntimeWarning,
             stacklevel=2,
         )
+        from .fanout_py import Flusher, Outbox
         from .timerwheel_py import MAX_DELAY_MS, TimerWheel
         from .trie_py import TopicTrie
 

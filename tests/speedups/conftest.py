@@ -13,7 +13,7 @@ from types import ModuleType, SimpleNamespace
 import pytest
 
 NO_EXTENSIONS = bool(os.environ.get("FASTPORT_NO_EXTENSIONS"))
-MODULES = ("trie", "timerwheel")
+MODULES = ("trie", "timerwheel", "fanout")
 
 
 def load_twin(suffix: str) -> SimpleNamespace:
@@ -43,7 +43,7 @@ def load_compiled() -> SimpleNamespace:
     ],
 )
 def speedups(request: pytest.FixtureRequest) -> SimpleNamespace:
-    """The public names of one twin: ``TopicTrie``, ``TimerWheel``, ``MAX_DELAY_MS``."""
+    """The public names of one twin: ``TopicTrie``, ``TimerWheel``, ``MAX_DELAY_MS``, ``Outbox``, ...."""
     if request.param == "c":
         return load_compiled()
     return load_twin("py")

@@ -18,7 +18,7 @@ import fastport._speedups
 
 SPEEDUPS_DIR = Path(fastport._speedups.__file__).parent
 REPO_ROOT = SPEEDUPS_DIR.parent.parent
-MODULES = ("trie", "timerwheel")
+MODULES = ("trie", "timerwheel", "fanout")
 
 
 def test_compiled_twins_are_live_unless_disabled() -> None:
@@ -30,7 +30,8 @@ def test_compiled_twins_are_live_unless_disabled() -> None:
 def test_env_var_selects_python_twins() -> None:
     code = (
         "import fastport._speedups as s; "
-        "print(s.IMPLEMENTATION, s.NO_EXTENSIONS, s.TopicTrie.__module__, s.TimerWheel.__module__)"
+        "print(s.IMPLEMENTATION, s.NO_EXTENSIONS, s.TopicTrie.__module__, s.TimerWheel.__module__, "
+        "s.Outbox.__module__)"
     )
     env = {**os.environ, "FASTPORT_NO_EXTENSIONS": "1"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -48,14 +49,17 @@ def test_env_var_selects_python_twins() -> None:
         "True",
         "fastport._speedups.trie_py",
         "fastport._speedups.timerwheel_py",
+        "fastport._speedups.fanout_py",
     ]
 
 
 def test_switch_exports() -> None:
     assert sorted(fastport._speedups.__all__) == [
+        "Flusher",
         "IMPLEMENTATION",
         "MAX_DELAY_MS",
         "NO_EXTENSIONS",
+        "Outbox",
         "TimerWheel",
         "TopicTrie",
     ]
