@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -42,6 +42,13 @@ DELIVERY_COUNTERS: Final = (
     ("retained_evictions", "fastport_retained_evictions", "Retained topics evicted because the session's store was full."),
     ("wills_published", "fastport_wills_published", "Last wills published for connections that ended uncleanly."),
     ("durable_expired", "fastport_durable_clients_expired", "Offline durable clients forgotten at their TTL."),
+)
+
+#: ``Delivery`` latency histograms (milliseconds inside, seconds on the wire).
+LATENCY_HISTOGRAMS: Final = (
+    ("delivery_latency", "fastport_publish_to_delivery_seconds",
+     "Time from a publish to its first delivery to each subscriber (0 for those sent at once; queued ones wait)."),
+    ("ack_latency", "fastport_publish_to_ack_seconds", "Time from a publish to each subscriber's ack."),
 )
 
 #: ``Broker`` limit attributes and their ``limit`` label value.
@@ -155,6 +162,12 @@ class BrokerCollector(Collector):
         delivery = getattr(broker, "delivery", None)
         for attribute, name, documentation in DELIVERY_COUNTERS:
             yield CounterMetricFamily(name, documentation, value=_number(getattr(delivery, attribute, 0)))
+        for attribute, name, documentation in LATENCY_HISTOGRAMS:
+            histogram = getattr(delivery, attribute, None)
+            if histogram is not None:
+                yield HistogramMetricFamily(
+                    name, documentation, buckets=histogram.cumulative(), sum_value=histogram.sum_ms / 1000
+                )
         yield CounterMetricFamily(
             "fastport_connections_accepted", "TCP connections accepted (HTTP and WebSocket).",
             value=counters.connections_accepted,

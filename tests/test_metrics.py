@@ -61,6 +61,10 @@ async def test_metrics_count_a_session_lifecycle(
     assert samples[("fastport_deliveries_total", ())] == 1
     assert samples[("fastport_acks_total", ())] == 1
     assert samples[("fastport_inflight_messages", ())] == 0
+    assert samples[("fastport_publish_to_delivery_seconds_count", ())] == 1
+    assert samples[("fastport_publish_to_delivery_seconds_bucket", (("le", "+Inf"),))] == 1
+    assert samples[("fastport_publish_to_ack_seconds_count", ())] == 1
+    assert samples[("fastport_publish_to_ack_seconds_bucket", (("le", "60"),))] == 1
     assert samples[("fastport_auth_failures_total", (("kind", "admin"),))] == 1
     assert samples[("fastport_websocket_upgrades_total", ())] == 2
     assert samples[("fastport_http_responses_total", (("status", "401"),))] == 1

@@ -29,6 +29,7 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
+from fastport.broker.histogram import LatencyHistogram
 from fastport.broker.subscriber import DurableExpiry, Inflight, Subscriber
 from fastport.errors import ErrorCode, LimitExceeded, ProtocolError
 from fastport.protocol import codec
@@ -69,6 +70,7 @@ class Message:
         "dedupe_until_ms",
         "retained",
         "origin",
+        "born_ms",
         "_retry_frame",
         "_retry_k",
     )
@@ -104,6 +106,7 @@ class Message:
         self.retained = retained
         #: The node that accepted the publish, when another node did (scale-out).
         self.origin: str | None = None
+        self.born_ms = now_ms
         self._retry_frame: bytes | None = None
         self._retry_k = 0
 
@@ -149,6 +152,10 @@ class Delivery:
         self.retained_evictions = 0
         self.wills_published = 0
         self.durable_expired = 0
+        #: Publish to first delivery (queued deliveries wait for a slot or a resume).
+        self.delivery_latency = LatencyHistogram()
+        #: Publish to each subscriber's ack.
+        self.ack_latency = LatencyHistogram()
 
     # ------------------------------------------------------------------ publish
 
@@ -179,6 +186,7 @@ class Delivery:
             self._retain(session, publish, timestamp)
         delivered = 0
         durable_targets = False
+        sent_before = self.deliveries
         for subscriber, subscription_qos in session.index.match(publish.topic).items():
             connection = subscriber.connection
             if connection is publisher and connection is not None:
@@ -188,6 +196,7 @@ class Delivery:
                 delivered += 1
                 durable_targets = durable_targets or (subscriber.durable and qos != QOS_AT_MOST_ONCE)
         message.delivered_to = delivered
+        self.delivery_latency.observe_many_immediate(self.deliveries - sent_before)
         self.published += 1
         recent.pop(publish.message_id, None)
         recent[publish.message_id] = message
@@ -441,6 +450,7 @@ class Delivery:
                 self._drop_target(subscriber, message)
                 continue
             self._transmit(subscriber, connection, message, now_ms)
+            self.delivery_latency.observe(now_ms - message.born_ms)
 
     def ack(self, subscriber: Subscriber, message_id: str) -> None:
         """Record ``subscriber``'s ack of ``message_id``.
@@ -453,6 +463,7 @@ class Delivery:
             raise ProtocolError("Unknown or already acknowledged message", code=ErrorCode.UNKNOWN_MESSAGE)
         self.acks += 1
         message = entry.message
+        self.ack_latency.observe(self._scheduler.now_ms() - message.born_ms)
         if not message.acked:
             message.acked = True
             publisher = message.publisher
