@@ -20,7 +20,7 @@ from fastport.broker.connection import Connection, ConnState
 from fastport.broker.core import Broker
 from fastport.errors import CloseCode
 from fastport.metrics import ServerCounters
-from fastport.server.outbox import Flusher, Outbox
+from fastport._speedups import Flusher, Outbox
 
 logger = logging.getLogger("fastport.server")
 
@@ -37,7 +37,30 @@ def valid_close_code(code: int) -> bool:
 
 
 class BrokerListener(WSListener):  # type: ignore[misc]
-    """One WebSocket connection, adapted to the broker."""
+    """One WebSocket connection, adapted to the broker.
+
+    ``_outbox`` is set from ``on_ws_connected`` until ``on_ws_disconnected`` (where picows has
+    just set ``is_disconnected``), so ``send`` checks only ``is_close_frame_sent`` besides it.
+    """
+
+    __slots__ = (
+        "_broker",
+        "_live",
+        "_flusher",
+        "_max_message_size",
+        "_remote",
+        "_transport",
+        "_outbox",
+        "_conn",
+        "_fragments",
+        "_fragment_type",
+        "_fragment_size",
+        "paused",
+        "_slow_timer",
+        "_init_timeout_s",
+        "_init_timer",
+        "_counters",
+    )
 
     def __init__(
         self,
@@ -79,15 +102,25 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         self._live.add(self)
         if self._init_timeout_s is not None:
             self._init_timer = asyncio.get_running_loop().call_later(self._init_timeout_s, self._on_init_timeout)
+        # picows keeps the upgrade request and response for the connection's life (read-only
+        # attributes); nothing reads their headers after the upgrade, so free them.
+        transport.request.headers.clear()
+        transport.response.headers.clear()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         msg_type = frame.msg_type
-        conn = self._conn
-        assert conn is not None
-        if frame.rsv1 or frame.rsv2 or frame.rsv3:
-            self._protocol_error("reserved bit set without a negotiated extension")
-        elif msg_type is _TEXT and frame.fin and self._fragments is None:
+        # The hot path first: a whole text frame, no reserved bit, no fragmented message open.
+        if (
+            msg_type is _TEXT
+            and frame.fin
+            and self._fragments is None
+            and not (frame.rsv1 or frame.rsv2 or frame.rsv3)
+        ):
+            conn = self._conn
+            assert conn is not None
             self._broker.receive(conn, frame.get_payload_as_bytes())
+        elif frame.rsv1 or frame.rsv2 or frame.rsv3:
+            self._protocol_error("reserved bit set without a negotiated extension")
         elif msg_type is _CLOSE:
             self._on_close_frame(transport, frame)
         elif msg_type is _PING:
@@ -105,6 +138,7 @@ class BrokerListener(WSListener):  # type: ignore[misc]
             self._init_timer = None
         if self._outbox is not None:
             self._outbox.discard()
+            self._outbox = None
         if self._conn is not None:
             handshake = transport.close_handshake
             received = handshake.recv if handshake is not None else None
@@ -210,12 +244,15 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         return 0 if transport is None else int(transport.underlying_transport.get_write_buffer_size())
 
     def send(self, payload: bytes) -> None:
-        if self._outbox is not None and self.is_open:
-            self._outbox.text(payload)
+        # Same as ``is_open``: ``_outbox`` is None before connect and after disconnect.
+        outbox = self._outbox
+        if outbox is not None and not self._transport.is_close_frame_sent:  # type: ignore[union-attr]
+            outbox.text(payload)
 
     def send_binary(self, payload: bytes) -> None:
-        if self._outbox is not None and self.is_open:
-            self._outbox.binary(payload)
+        outbox = self._outbox
+        if outbox is not None and not self._transport.is_close_frame_sent:  # type: ignore[union-attr]
+            outbox.binary(payload)
 
     def close(self, code: int, reason: str) -> None:
         transport = self._transport
