@@ -295,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument("--url", default=f"http://{DEFAULT_HOST}:{DEFAULT_PORT}", help="broker base URL")
     session.add_argument("--data-dir", help="the broker's data dir, where its admin token is")
     session.set_defaults(handler=_session)
+
+    from fastport.client.tools import add_commands
+
+    add_commands(commands)
     return parser
 
 
