@@ -47,7 +47,7 @@ from fastport.client.errors import (
     wire_code,
 )
 from fastport.client.events import ClientStats, ConnectionState, Message, PublishResult
-from fastport.client.routing import topic_matches
+from fastport.protocol.topics import filter_matches
 from fastport.errors import CloseCode, ConfigError
 from fastport.protocol.topics import validate_filter, validate_topic
 
@@ -852,7 +852,7 @@ class Client:
         message = Message(topic, payload, timestamp, message_id, retry)
         routed = False
         for route in list(self._routes.values()):
-            if not topic_matches(route.topic, topic):
+            if not filter_matches(route.topic, topic):
                 continue
             routed = True
             for subscription in route.subscriptions:

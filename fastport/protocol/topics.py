@@ -84,8 +84,10 @@ def filter_matches(topic_filter: str, topic: str) -> bool:
     """Return True if the (valid) ``topic_filter`` matches the (valid) publish ``topic``.
 
     The reference semantics of the topic index, used where one filter meets many topics
-    (retained messages on subscribe).
+    (retained messages on subscribe) and by the client to route what it receives.
     """
+    if not is_wildcard(topic_filter):
+        return topic_filter == topic
     if topic.startswith("$") and topic_filter[:1] in (SINGLE_LEVEL, MULTI_LEVEL):
         return False
     filter_levels = topic_filter.split(SEPARATOR)

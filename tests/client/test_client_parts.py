@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from fastport.client.backoff import ReconnectPolicy
 from fastport.client.dedup import SeenIds
-from fastport.client.routing import topic_matches
+from fastport.protocol.topics import filter_matches
 
 
 def test_backoff_grows_exponentially_up_to_the_cap_without_jitter() -> None:
@@ -63,7 +63,7 @@ def test_backoff_rejects_bad_settings(kwargs: dict[str, float]) -> None:
     ],
 )
 def test_topic_matches_follows_mqtt_rules(topic_filter: str, topic: str, expected: bool) -> None:
-    assert topic_matches(topic_filter, topic) is expected
+    assert filter_matches(topic_filter, topic) is expected
 
 
 def test_seen_ids_evict_the_least_recently_seen() -> None:
