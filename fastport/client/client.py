@@ -31,7 +31,15 @@ from dataclasses import replace
 from typing import Any, Final, Literal, cast
 
 import orjson
-from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import (
+    WSCloseCode,
+    WSError,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    ws_connect,
+)
 
 from fastport.client.backoff import ReconnectPolicy
 from fastport.client.crypto import EnvelopeCipher, EnvelopeVersion
@@ -47,9 +55,8 @@ from fastport.client.errors import (
     wire_code,
 )
 from fastport.client.events import ClientStats, ConnectionState, Message, PublishResult
-from fastport.protocol.topics import filter_matches
 from fastport.errors import CloseCode, ConfigError
-from fastport.protocol.topics import validate_filter, validate_topic
+from fastport.protocol.topics import filter_matches, validate_filter, validate_topic
 
 logger = logging.getLogger("fastport.client")
 
