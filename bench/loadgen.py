@@ -28,6 +28,16 @@ What each scenario measures (the same for the three protocols unless said):
   Then each subscribes to its own topic; after a settle time the broker's RSS growth / N is the cost of one
   idle, authenticated, subscribed connection.
 
+- ``s6`` cross-node fan-out: as ``s1`` (``--s6-window``, ``--subscribers``), but the payload carries the publish
+  time and the subscribers alternate between ``--url`` (node A, where the publisher is) and ``--url-b`` (node B,
+  another fastport joined to A through the Redis engine); without ``--url-b`` all are on A and the two halves are
+  reported the same way. Reported: deliveries/s, publish-to-delivery p50/p99 per half, broker CPU of A + B per
+  delivery (``--broker-pid-b``) and, with ``--aux-pid``, the CPU of that process (Redis) per delivery.
+- ``s7`` publish cost: ``--durable N`` durable clients (``init`` with ``"clientId": "d<i>", "durable": true``)
+  subscribe to the topic and disconnect, so every message is queued for N offline clients; then one publisher
+  keeps W publishes unanswered (``--windows``) and each ``publish_response`` completes one: publishes/s and the
+  publish -> ``publish_response`` time.
+
 ``--publish-cap R`` paces each publisher to at most R publishes/s (``Pacer``): fastport refuses publishes over its
 per-connection publish rate limit and closes a connection that keeps trying.
 """
@@ -405,18 +415,28 @@ class Pacer:
 
 
 class Window:
-    """Times a measured window: wall clock, broker CPU, this process's CPU."""
+    """Times a measured window: wall clock, broker CPU (summed over ``extra`` broker PIDs too), this process's CPU,
+    and the CPU of an ``aux`` process (Redis in s6) separately."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, extra: tuple[int, ...] = (), aux: int = 0) -> None:
         self.pid = pid
+        self.pids = (pid, *(p for p in extra if p))
+        self.aux = aux
+
+    def _cpu(self) -> float:
+        return sum(broker_cpu_s(pid) for pid in self.pids)
 
     def begin(self) -> None:
-        self.wall0, self.cpu0, self.own0 = time.perf_counter(), broker_cpu_s(self.pid), time.process_time()
+        self.wall0, self.cpu0, self.own0 = time.perf_counter(), self._cpu(), time.process_time()
+        self.aux0 = broker_cpu_s(self.aux) if self.aux else 0.0
 
     def end(self) -> dict[str, float]:
         wall = time.perf_counter() - self.wall0
-        return {"wall_s": wall, "broker_cpu_s": broker_cpu_s(self.pid) - self.cpu0,
-                "loadgen_cpu_pct": 100.0 * (time.process_time() - self.own0) / wall}
+        result = {"wall_s": wall, "broker_cpu_s": self._cpu() - self.cpu0,
+                  "loadgen_cpu_pct": 100.0 * (time.process_time() - self.own0) / wall}
+        if self.aux:
+            result["aux_cpu_s"] = broker_cpu_s(self.aux) - self.aux0
+        return result
 
 
 async def open_many(cls: type[Client], count: int, prefix: str) -> list[Client]:
@@ -628,6 +648,162 @@ async def scenario_roundtrip(cls: type[Client], args: argparse.Namespace, tag: s
     return result
 
 
+async def scenario_crossnode(args: argparse.Namespace, tag: str) -> dict[str, Any]:
+    """S6: S1's closed loop with timestamps; subscriber i on node B when i is odd and ``--url-b`` is given."""
+    topic = f"bench/{tag}/cross"
+    node_b: type[Client] = FastportClient
+    if args.url_b:
+        node_b = type("FastportClientB", (FastportClient,), {"url": args.url_b})
+    subscribers: list[Client] = []
+    for i in range(args.subscribers):
+        subscribers.append(await (node_b if i % 2 else FastportClient).open(f"{tag}-xsub{i}"))
+    for sub in subscribers:
+        await sub.subscribe(topic)
+    await asyncio.sleep(0.5)  # let node B's subscriptions reach the engine before the first publish
+    publisher = await FastportClient.open(f"{tag}-xpub")
+    needed = args.subscribers + 1
+    remaining: dict[int, int] = {}
+    counters = {"deliveries": 0, "completed": 0}
+    samples: tuple[list[int], list[int]] = ([], [])
+    seqs = itertools.count()
+    state = {"running": True, "recording": False}
+
+    def fill() -> None:
+        while state["running"] and len(remaining) < args.s6_window and pacer.allow():
+            seq = next(seqs)
+            remaining[seq] = needed
+            publisher.publish(topic, make_payload(seq, now_ns()), f"{tag}-{seq}")
+
+    def done(seq: int) -> None:
+        left = remaining.get(seq)
+        if left is None:
+            return
+        if left == 1:
+            del remaining[seq]
+            counters["completed"] += 1
+            fill()
+        else:
+            remaining[seq] = left - 1
+
+    def make_on_message(half: list[int]) -> Callable[[bytes | str, Any], None]:
+        def on_message(data: bytes | str, _meta: Any) -> None:
+            seq, sent = parse_payload(data)
+            counters["deliveries"] += 1
+            if state["recording"]:
+                half.append(now_ns() - sent)
+            done(seq)
+
+        return on_message
+
+    for i, sub in enumerate(subscribers):
+        sub.on_message = make_on_message(samples[i % 2])
+    pacer = Pacer(fill, args.publish_cap)
+
+    def refused(key: str) -> None:
+        remaining.pop(int(key.rsplit("-", 1)[1]), None)
+        pacer.refused()
+
+    publisher.on_confirm = lambda key: done(int(str(key).rsplit("-", 1)[1]))
+    publisher.on_reject = refused
+    fill()
+    await asyncio.sleep(args.warmup)
+    window = Window(args.broker_pid, (args.broker_pid_b,), args.aux_pid)
+    start = dict(counters)
+    state["recording"] = True
+    window.begin()
+    await asyncio.sleep(args.duration)
+    result = window.end()
+    state["recording"] = False
+    deliveries = counters["deliveries"] - start["deliveries"]
+    state["running"] = False
+    await asyncio.sleep(0.5)
+    errors = sum(c.errors for c in subscribers) + publisher.errors
+    close_all([*subscribers, publisher])
+    for name, half in (("a", samples[0]), ("b", samples[1])):
+        result.update({f"{name}_{key}": value for key, value in percentiles(half).items()})
+    result.update(deliveries=deliveries, deliveries_per_s=deliveries / result["wall_s"],
+                  messages_per_s=(counters["completed"] - start["completed"]) / result["wall_s"],
+                  cpu_us_per_delivery=1e6 * result["broker_cpu_s"] / max(1, deliveries),
+                  stalled=len(remaining), errors=errors, rejected=publisher.rejected, window=args.s6_window,
+                  subscribers=args.subscribers, cross_node=bool(args.url_b))
+    if args.aux_pid:
+        result["aux_cpu_us_per_delivery"] = 1e6 * result["aux_cpu_s"] / max(1, deliveries)
+    return result
+
+
+async def open_durable(client_id: str) -> FastportClient:
+    """A fastport client that inits with ``clientId`` and ``"durable": true``."""
+    client: Any
+    _, client = await ws_connect(FastportClient, FastportClient.url, read_buffer_init_size=4096,
+                                 websocket_handshake_timeout=30)
+    assert client.transport is not None
+    client.transport.send(WSMsgType.TEXT, orjson.dumps({
+        "type": "init", "sessionName": FastportClient.session, "password": FastportClient.password,
+        "clientId": client_id, "durable": True}))
+    answer = await client._wait()
+    if not answer.get("success"):
+        raise RuntimeError(f"durable init failed: {answer}")
+    durable: FastportClient = client
+    return durable
+
+
+async def scenario_store(args: argparse.Namespace, tag: str, window_size: int) -> dict[str, Any]:
+    """S7: publish -> publish_response with ``window_size`` unanswered, ``args.durable`` offline durable clients."""
+    topic = f"bench/{tag}/store"
+    durable: list[Client] = [await open_durable(f"d{i}") for i in range(args.durable)]
+    for client in durable:
+        await client.subscribe(topic)
+    close_all(durable)  # the connections drop; the broker keeps each client's filter and queues for it
+    await asyncio.sleep(0.5)
+    publisher = await FastportClient.open(f"{tag}-spub")
+    pending: dict[int, int] = {}
+    samples: list[int] = []
+    counters = {"completed": 0, "delivered_to": 0}
+    state = {"running": True, "recording": False}
+    seqs = itertools.count()
+
+    def fill() -> None:
+        while state["running"] and len(pending) < window_size and pacer.allow():
+            seq = next(seqs)
+            pending[seq] = now_ns()
+            publisher.publish(topic, make_payload(seq, 0), f"{tag}-{seq}")
+
+    def confirmed(key: Any) -> None:
+        started = pending.pop(int(str(key).rsplit("-", 1)[1]), None)
+        if started is None:
+            return
+        counters["completed"] += 1
+        if state["recording"]:
+            samples.append(now_ns() - started)
+        fill()
+
+    def refused(key: str) -> None:
+        pending.pop(int(key.rsplit("-", 1)[1]), None)
+        pacer.refused()
+
+    pacer = Pacer(fill, args.publish_cap)
+    publisher.on_confirm = confirmed
+    publisher.on_reject = refused
+    fill()
+    await asyncio.sleep(args.warmup)
+    window = Window(args.broker_pid)
+    start = counters["completed"]
+    state["recording"] = True
+    window.begin()
+    await asyncio.sleep(args.roundtrip_duration)
+    result = window.end()
+    state["recording"] = False
+    done = counters["completed"] - start
+    state["running"] = False
+    await asyncio.sleep(0.5)
+    close_all([publisher])
+    result.update(percentiles(samples))
+    result.update(window=window_size, durable=args.durable, publishes=done, publishes_per_s=done / result["wall_s"],
+                  cpu_us_per_publish=1e6 * result["broker_cpu_s"] / max(1, done), errors=publisher.errors,
+                  rejected=publisher.rejected, stalled=len(pending), rss_mib=broker_rss_kib(args.broker_pid) / 1024)
+    return result
+
+
 async def scenario_connections(cls: type[Client], args: argparse.Namespace, tag: str) -> dict[str, Any]:
     count, limit = args.connections, asyncio.Semaphore(args.concurrency)
     clients: list[Client] = []
@@ -691,6 +867,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             if args.split_publishers > 1:
                 w, n = max(args.windows), args.split_publishers
                 results["s3"][f"{w}x{n}"] = await scenario_roundtrip(cls, args, f"{tag}w{w}x{n}", w, n)
+        elif name == "s6":
+            results["s6"] = await scenario_crossnode(args, f"{tag}x")
+        elif name == "s7":
+            results["s7"] = {str(w): await scenario_store(args, f"{tag}s{w}", w) for w in args.windows}
         elif name in ("s4", "s5"):
             if "s4" not in results:
                 results["s4"] = await scenario_connections(cls, args, tag)
@@ -725,6 +905,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=2.0)
     parser.add_argument("--publish-cap", type=float, default=0.0,
                         help="s1/s3: at most this many publishes/s per publisher connection (0: no cap)")
+    parser.add_argument("--url-b", default="", help="s6: node B's URL (another fastport on the same Redis engine)")
+    parser.add_argument("--broker-pid-b", type=int, default=0, help="s6: node B's PID (its CPU counts as broker CPU)")
+    parser.add_argument("--aux-pid", type=int, default=0, help="s6: also report this process's CPU (Redis)")
+    parser.add_argument("--s6-window", type=int, default=64, help="s6 publish window")
+    parser.add_argument("--durable", type=int, default=0, help="s7: offline durable clients subscribed to the topic")
     parser.add_argument("--hold-dir", default="", help="s4: touch DIR/ready, keep the connections until DIR/done")
     return parser.parse_args(argv)
 

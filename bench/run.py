@@ -1,6 +1,6 @@
 """Benchmark fastport (compiled and pure-Python twins) against Mosquitto and NATS; write bench/RESULTS.md.
 
-Usage: ``python bench/run.py [--brokers ...] [--scenarios s1,s2,s3,s4] [--runs 3] [--quick]`` (bench/README.md).
+Usage: ``python bench/run.py [--brokers ...] [--scenarios s1,...,s7] [--runs 3] [--quick]`` (bench/README.md).
 
 For each run and each broker: start a fresh broker pinned to ``--broker-cpu`` (fastport via
 ``python -m fastport serve``, Mosquitto and NATS as private instances on free loopback ports with a WebSocket
@@ -102,14 +102,17 @@ def _spawn(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> sub
                                 preexec_fn=raise_nofile)
 
 
-def start_fastport(name: str, workdir: Path, cpu: int) -> RunningBroker:
+def start_fastport(name: str, workdir: Path, cpu: int, extra: tuple[str, ...] = (), create_session: bool = True,
+                   session: dict[str, Any] | None = None) -> RunningBroker:
+    """``extra``: more ``fastport serve`` flags (S6 engine, S7 store); ``session``: more createSession fields;
+    ``create_session=False`` for a second node of an engine, where the session already exists."""
     port = free_port()
     env = {**os.environ, "FASTPORT_ADMIN_TOKEN": ADMIN_TOKEN}
     env.pop("FASTPORT_NO_EXTENSIONS", None)
     if name == "fastport-py":
         env["FASTPORT_NO_EXTENSIONS"] = "1"
     argv = pinned(cpu, [sys.executable, "-m", "fastport", "serve", "--port", str(port), "--data-dir",
-                        str(workdir / "data"), "--log-level", "warning"])
+                        str(workdir / "data"), "--log-level", "warning", *extra])
     process = _spawn(argv, workdir, env)
     broker = RunningBroker(name, process, f"ws://127.0.0.1:{port}/", port, workdir)
     try:
@@ -118,10 +121,12 @@ def start_fastport(name: str, workdir: Path, cpu: int) -> RunningBroker:
         expected = "python" if name == "fastport-py" else "compiled"
         if health.get("implementation") != expected:
             raise RuntimeError(f"{name}: broker runs the {health.get('implementation')} twins, not {expected}")
-        answer = http_json(port, "POST", "/api/createSession", {
-            "sessionName": SESSION, "password": PASSWORD, "retryInterval": 30000, "maxRetryLimit": 10})
-        if answer.get("success") is not True:
-            raise RuntimeError(f"createSession failed: {answer}")
+        if create_session:
+            answer = http_json(port, "POST", "/api/createSession", {
+                "sessionName": SESSION, "password": PASSWORD, "retryInterval": 30000, "maxRetryLimit": 10,
+                **(session or {})})
+            if answer.get("success") is not True:
+                raise RuntimeError(f"createSession failed: {answer}")
     except BaseException:
         broker.stop()
         raise
@@ -221,6 +226,222 @@ def run_loadgen(broker: RunningBroker, args: argparse.Namespace, scenarios: str)
         raise RuntimeError(f"loadgen for {broker.name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
     parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return parsed
+
+
+# -- S6 cross-node fan-out through Redis, S7 SQLite store cost ------------------------------------------------
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+S6_CONFIGS = ("single", "redis")
+S6_LABELS = {"single": "1 node, no engine (50 subscribers on it)",
+             "redis": "2 nodes via Redis (25 on A, 25 on B)"}
+S7_CONFIGS = tuple((store, durable, window) for durable in (0, 10) for window in (1, 64)
+                   for store in ("memory", "sqlite"))
+
+
+def redis_pid() -> int:
+    """The Redis server's PID (read from INFO, only to read its CPU time in /proc), or 0."""
+    try:
+        out = subprocess.run([REDIS_CLI, "info", "server"], check=False, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    for line in out.stdout.splitlines():
+        if line.startswith("process_id:"):
+            pid = int(line.split(":", 1)[1])
+            return pid if os.access(f"/proc/{pid}/stat", os.R_OK) else 0
+    return 0
+
+
+def redis_delete_prefix(prefix: str) -> int:
+    """Delete every key under ``prefix`` (bounded: SCAN through redis-cli, DEL in batches); return how many."""
+    keys = subprocess.run([REDIS_CLI, "--scan", "--pattern", f"{prefix}*"], check=False, capture_output=True,
+                          text=True, timeout=60).stdout.split()
+    for i in range(0, len(keys), 500):
+        subprocess.run([REDIS_CLI, "del", *keys[i:i + 500]], check=False, capture_output=True, timeout=60)
+    return len(keys)
+
+
+def loadgen_argv(args: argparse.Namespace, url: str, pid: int, scenarios: str) -> list[str]:
+    argv = [sys.executable, str(HERE / "loadgen.py"), "--kind", "fastport", "--url", url, "--broker-pid", str(pid),
+            "--session", SESSION, "--password", PASSWORD, "--scenarios", scenarios, "--warmup", str(args.warmup),
+            "--duration", str(args.duration), "--subscribers", str(args.subscribers),
+            "--roundtrip-duration", str(args.roundtrip_duration)]
+    if args.publish_cap:
+        argv += ["--publish-cap", str(args.publish_cap)]
+    return argv
+
+
+def run_loadgen_argv(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    env = {**os.environ}
+    env.pop("FASTPORT_NO_EXTENSIONS", None)
+    result = subprocess.run(pinned(args.loadgen_cpu, argv), check=False, capture_output=True, text=True, env=env,
+                            timeout=args.timeout, preexec_fn=raise_nofile)
+    if result.returncode != 0:
+        raise RuntimeError(f"loadgen failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return parsed
+
+
+def run_s6(args: argparse.Namespace, run: int, config: str, aux: int) -> dict[str, Any]:
+    """One S6 run: one node without engine, or nodes A and B on one Redis (both pinned to ``--broker-cpu``)."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-s6-{config}-") as tmp:
+        if config == "single":
+            one = start_fastport("fastport", Path(tmp), args.broker_cpu)
+            try:
+                argv = loadgen_argv(args, one.url, one.pid, "s6") + ["--s6-window", str(args.s6_window)]
+                single: dict[str, Any] = run_loadgen_argv(args, argv)["s6"]
+                return single
+            finally:
+                one.stop()
+        prefix = f"bench-s6-{os.getpid()}-{run}-{int(time.time())}:"
+        engine = ("--engine", REDIS_URL, "--engine-prefix", prefix)
+        (Path(tmp) / "a").mkdir()
+        (Path(tmp) / "b").mkdir()
+        a: RunningBroker | None = None
+        b: RunningBroker | None = None
+        try:
+            a = start_fastport("fastport", Path(tmp) / "a", args.broker_cpu, engine)
+            b = start_fastport("fastport", Path(tmp) / "b", args.broker_cpu, engine, create_session=False)
+            argv = loadgen_argv(args, a.url, a.pid, "s6") + [
+                "--s6-window", str(args.s6_window), "--url-b", b.url, "--broker-pid-b", str(b.pid)]
+            if aux:
+                argv += ["--aux-pid", str(aux)]
+            cross: dict[str, Any] = run_loadgen_argv(args, argv)["s6"]
+            return cross
+        finally:
+            for node in (b, a):
+                if node is not None:
+                    node.stop()
+            redis_delete_prefix(prefix)
+
+
+def run_s7(args: argparse.Namespace, store: str, durable: int, window: int) -> dict[str, Any]:
+    """One S7 run on a fresh broker: in-memory default or ``--store sqlite:TMP/state.db``."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-s7-{store}-") as tmp:
+        extra = ("--store", f"sqlite:{tmp}/state.db") if store == "sqlite" else ()
+        # Room for every queued message, so none is dropped (and not written) when a durable queue fills up.
+        broker = start_fastport("fastport", Path(tmp), args.broker_cpu, extra,
+                                session={"maxQueuedMessages": 1_000_000, "maxQueuedBytes": 1 << 30})
+        try:
+            argv = loadgen_argv(args, broker.url, broker.pid, "s7") + [
+                "--windows", str(window), "--durable", str(durable)]
+            result: dict[str, Any] = run_loadgen_argv(args, argv)["s7"][str(window)]
+            db = Path(tmp) / "state.db"
+            if db.exists():
+                result["db_mib"] = sum(f.stat().st_size for f in Path(tmp).glob("state.db*")) / 2**20
+            return result
+        finally:
+            broker.stop()
+
+
+def run_extra(args: argparse.Namespace) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """S6/S7 results, keyed by configuration, ``--runs`` runs each (configurations interleaved in each run)."""
+    results: dict[str, list[dict[str, Any]]] = {}
+    failures: list[str] = []
+    aux = redis_pid() if "s6" in args.scenario_list else 0
+    for run in range(args.runs):
+        if "s6" in args.scenario_list:
+            for config in S6_CONFIGS:
+                print(f"[run {run + 1}/{args.runs}] s6 {config}", file=sys.stderr, flush=True)
+                try:
+                    results.setdefault(f"s6/{config}", []).append(run_s6(args, run, config, aux))
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    failures.append(f"run {run + 1} of s6 {config} failed: {str(exc).splitlines()[0]}")
+                    print(failures[-1], file=sys.stderr, flush=True)
+        if "s7" in args.scenario_list:
+            for store, durable, window in S7_CONFIGS:
+                key = f"s7/{store}/d{durable}/w{window}"
+                print(f"[run {run + 1}/{args.runs}] {key}", file=sys.stderr, flush=True)
+                try:
+                    results.setdefault(key, []).append(run_s7(args, store, durable, window))
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    failures.append(f"run {run + 1} of {key} failed: {str(exc).splitlines()[0]}")
+                    print(failures[-1], file=sys.stderr, flush=True)
+    return results, failures
+
+
+def mmm(values: list[float], digits: int = 0) -> str:
+    """min / median / max."""
+    if not values:
+        return "—"
+    low, mid, high = stats(values)
+    spec = f",.{digits}f"
+    return f"{low:{spec}} / **{mid:{spec}}** / {high:{spec}}"
+
+
+def extra_report(args: argparse.Namespace, results: dict[str, list[dict[str, Any]]], failures: list[str],
+                 load: tuple[str, str], wall_s: float, notes: list[str]) -> list[str]:
+    def col(key: str, field: str) -> list[float]:
+        return [float(r[field]) for r in results.get(key, []) if isinstance(r.get(field), (int, float))]
+
+    info = machine_info()
+    out = ["", f"# S6/S7 (appended {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC})", "",
+           f"Written by `python bench/run.py {' '.join(sys.argv[1:])}` in {wall_s / 60:.1f} min; fastport git "
+           f"{info['fastport']}" + (" (with uncommitted changes)" if info["dirty"] == "yes" else "") +
+           f"; {info['cores']} × {info['cpu']}. Cells are **min / median / max** over {args.runs} runs, each on "
+           "freshly started brokers. Load average (1/5/15 min) at start: "
+           f"{load[0]}; at end: {load[1]}.", ""]
+    out += [f"- {note}" for note in [*notes, *failures]]
+    if notes or failures:
+        out.append("")
+    if "s6" in args.scenario_list:
+        out += [f"## S6 cross-node fan-out through Redis: 1 publisher on node A → {args.subscribers} subscribers, "
+                f"256 B, window {args.s6_window}, acking", "",
+                "Pinning: every broker process (the single node, or nodes A **and** B) on CPU "
+                f"{args.broker_cpu}, the load generator on CPU {args.loadgen_cpu} (`taskset`); Redis is the "
+                "machine's own server, not pinned (shared with whatever else runs). So both configurations get "
+                "the same one core for brokers, and the two-node rows show the cost of the engine, not extra "
+                "capacity. Subscribers alternate between A and B (2 nodes) or are all on the one node, reported in "
+                "the same two halves. Latency: publish-to-delivery from a monotonic timestamp in the payload, "
+                "under the closed loop's full load (so it includes queueing behind the window). Broker CPU = "
+                "utime+stime of all broker processes / deliveries; Redis CPU = the Redis server's, read from "
+                "`/proc`.", ""]
+        out += ["| configuration | deliveries/s | p50 µs, subs on A | p99 µs, subs on A | p50 µs, subs on B | "
+                "p99 µs, subs on B | broker CPU µs/delivery (A+B) | Redis CPU µs/delivery | load gen CPU % |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for config in S6_CONFIGS:
+            key = f"s6/{config}"
+            out.append("| " + " | ".join([
+                S6_LABELS[config], mmm(col(key, "deliveries_per_s")), mmm(col(key, "a_p50_us")),
+                mmm(col(key, "a_p99_us")), mmm(col(key, "b_p50_us")), mmm(col(key, "b_p99_us")),
+                mmm(col(key, "cpu_us_per_delivery"), 2), mmm(col(key, "aux_cpu_us_per_delivery"), 2),
+                mmm(col(key, "loadgen_cpu_pct"))]) + " |")
+        problems = [f"{key}: errors {r.get('errors')}, rejected {r.get('rejected')}, stalled {r.get('stalled')}"
+                    for key in (f"s6/{c}" for c in S6_CONFIGS) for r in results.get(key, [])
+                    if r.get("errors") or r.get("rejected")]
+        out += ["", "Errors / refused publishes: " + ("; ".join(problems) if problems else "none."), ""]
+    if "s7" in args.scenario_list:
+        out += ["## S7 SQLite store cost: publish → `publish_response`", "",
+                f"One publisher keeps W publishes unanswered; {args.roundtrip_duration:.0f} s measured after "
+                f"{args.warmup:.0f} s warm-up, broker on CPU {args.broker_cpu}, load generator on CPU "
+                f"{args.loadgen_cpu}. *10 offline durable*: 10 clients `init` with `\"clientId\": \"d<i>\", "
+                "\"durable\": true`, subscribe to the topic and drop their connections before the publisher "
+                "starts, so every message is queued for 10 clients (and, with the store, written; the session has "
+                "`maxQueuedMessages` 1,000,000 so nothing is dropped). `sqlite` = `--store sqlite:TMP/state.db` "
+                "(defaults: group commit every 2 ms, no fsync); `memory` = no `--store`.", ""]
+        out += ["| subscribers | window | store | publishes/s | p50 µs | p99 µs | broker CPU µs/publish | "
+                "broker RSS MiB at end | DB MiB at end | sqlite/memory publishes/s |",
+                "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for durable in (0, 10):
+            for window in (1, 64):
+                for store in ("memory", "sqlite"):
+                    key = f"s7/{store}/d{durable}/w{window}"
+                    mem = col(f"s7/memory/d{durable}/w{window}", "publishes_per_s")
+                    mine = col(key, "publishes_per_s")
+                    rel = (f"{statistics.median(mine) / statistics.median(mem):.2f}×"
+                           if store == "sqlite" and mine and mem else "")
+                    out.append("| " + " | ".join([
+                        "none" if not durable else f"{durable} offline durable", str(window), store,
+                        mmm(mine), mmm(col(key, "p50_us")), mmm(col(key, "p99_us")),
+                        mmm(col(key, "cpu_us_per_publish"), 1), mmm(col(key, "rss_mib")),
+                        mmm(col(key, "db_mib"), 1) if store == "sqlite" else "—", rel]) + " |")
+        problems = [f"{key}: errors {r.get('errors')}, rejected {r.get('rejected')}"
+                    for key in results if key.startswith("s7/") for r in results[key]
+                    if r.get("errors") or r.get("rejected")]
+        out += ["", "Errors / refused publishes: " + ("; ".join(problems) if problems else "none."), ""]
+    out += ["<details><summary>S6/S7 raw JSON per configuration and run</summary>", "", "```json",
+            json.dumps(results, indent=1, sort_keys=True), "```", "", "</details>", ""]
+    return out
 
 
 # -- profile --------------------------------------------------------------------------------------------------
@@ -529,7 +750,9 @@ def load_average() -> str:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--brokers", default=",".join(BROKERS), help=f"comma list of {', '.join(BROKERS)}")
-    parser.add_argument("--scenarios", default="s1,s2,s3,s4", help="comma list of s1..s5 (s4 and s5 run together)")
+    parser.add_argument("--scenarios", default="s1,s2,s3,s4",
+                        help="comma list of s1..s7 (s4 and s5 run together; s6/s7 are appended to --output)")
+    parser.add_argument("--s6-window", type=int, default=64, help="S6 publish window (default 64)")
     parser.add_argument("--runs", type=int, default=3, help="runs per broker (fresh broker each run; default 3)")
     parser.add_argument("--duration", type=float, default=5.0, help="S1 measured seconds (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each window")
@@ -578,6 +801,17 @@ def main() -> None:
                          or (s == "s4" and "s5" in args.scenario_list))
     started = time.monotonic()
     load_start = load_average()
+    if "s6" in args.scenario_list or "s7" in args.scenario_list:
+        extra, failures = run_extra(args)
+        lines = extra_report(args, extra, failures, (load_start, load_average()), time.monotonic() - started,
+                             list(args.note))
+        if scenarios:  # S1-S5 rewrite the file below: keep these sections for after it
+            args.extra_lines = lines
+        else:
+            with args.output.open("a", encoding="utf-8") as handle:
+                handle.write("\n".join(lines) + "\n")
+            print(f"appended S6/S7 to {args.output}", file=sys.stderr)
+            return
     info = machine_info()
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in brokers}
     notes = list(args.note)
@@ -627,6 +861,9 @@ def main() -> None:
             profile = [f"profiling failed: {exc}"]
     write_report(args.output, args, info, brokers, results, micro, profile, memory, (load_start, load_average()),
                  time.monotonic() - started, notes)
+    if getattr(args, "extra_lines", None):
+        with args.output.open("a", encoding="utf-8") as handle:
+            handle.write("\n".join(args.extra_lines) + "\n")
     print(f"wrote {args.output}", file=sys.stderr)
 
 
