@@ -15,6 +15,6 @@ from fastport._speedups import Outbox
 __all__ = ["Flusher", "Outbox"]
 
 
-def Flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:  # noqa: N802 - the old class name
+def Flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
     """A ``fastport._speedups.Flusher`` that schedules its flushes with ``loop.call_soon``."""
     return _Flusher(loop.call_soon)

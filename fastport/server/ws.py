@@ -16,11 +16,11 @@ import logging
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
+from fastport._speedups import Flusher, Outbox
 from fastport.broker.connection import Connection, ConnState
 from fastport.broker.core import Broker
 from fastport.errors import CloseCode
 from fastport.metrics import ServerCounters
-from fastport._speedups import Flusher, Outbox
 
 logger = logging.getLogger("fastport.server")
 
@@ -45,21 +45,21 @@ class BrokerListener(WSListener):  # type: ignore[misc]
 
     __slots__ = (
         "_broker",
-        "_live",
-        "_flusher",
-        "_max_message_size",
-        "_remote",
-        "_transport",
-        "_outbox",
         "_conn",
-        "_fragments",
-        "_fragment_type",
+        "_counters",
+        "_flusher",
         "_fragment_size",
-        "paused",
-        "_slow_timer",
+        "_fragment_type",
+        "_fragments",
         "_init_timeout_s",
         "_init_timer",
-        "_counters",
+        "_live",
+        "_max_message_size",
+        "_outbox",
+        "_remote",
+        "_slow_timer",
+        "_transport",
+        "paused",
     )
 
     def __init__(
@@ -235,8 +235,8 @@ class BrokerListener(WSListener):  # type: ignore[misc]
 
     @property
     def is_open(self) -> bool:
-        transport = self._transport
-        return transport is not None and not transport.is_disconnected and not transport.is_close_frame_sent
+        # ``_outbox`` is set only while connected (see the class docstring); the delivery path asks on every ack.
+        return self._outbox is not None and not self._transport.is_close_frame_sent  # type: ignore[union-attr]
 
     @property
     def backlog(self) -> int:

@@ -230,7 +230,7 @@ FRAMES = st.lists(
 @given(ops=FRAMES, fanout=st.integers(min_value=1, max_value=4))
 def test_random_frames_decode_back_in_order(speedups: SimpleNamespace, ops: list, fanout: int) -> None:
     loop = Loop()
-    flusher, outboxes, writes = make(speedups, loop, count=fanout)
+    _, outboxes, writes = make(speedups, loop, count=fanout)
     expected: list[tuple[bool, int, bytes]] = []
     iterations = 0
     for kind, payload, end_iteration in ops:
