@@ -59,6 +59,7 @@ BROKER_LIMIT_LABELS: Final = (
     ("connection_limit_hits", "connections_per_session"),
     ("auth_cut_offs", "auth_throttle"),
     ("slow_consumer_closes", "slow_consumer"),
+    ("init_timeouts", "init_timeout"),
 )
 
 #: ``RedisEngine`` attributes and their metric.
@@ -75,7 +76,6 @@ LIMIT_LABELS: Final = (
     ("http_body_too_large", "http_body_size"),
     ("http_head_timeouts", "handshake_timeout"),
     ("ws_message_too_big", "ws_message_size"),
-    ("ws_init_timeouts", "init_timeout"),
     ("ws_origin_rejected", "origin"),
 )
 
@@ -101,7 +101,6 @@ class ServerCounters:
         "http_head_timeouts",
         "http_malformed",
         "ws_message_too_big",
-        "ws_init_timeouts",
         "ws_origin_rejected",
         "ws_protocol_errors",
         "http_responses",
@@ -118,7 +117,6 @@ class ServerCounters:
         self.http_head_timeouts = 0
         self.http_malformed = 0
         self.ws_message_too_big = 0
-        self.ws_init_timeouts = 0
         self.ws_origin_rejected = 0
         self.ws_protocol_errors = 0
         self.http_responses: Counter[int] = Counter()

@@ -79,6 +79,7 @@ class Connection:
         "files",
         "remote",
         "bucket",
+        "init_timer",
     )
 
     def __init__(self, sink: Sink, remote: str = "") -> None:
@@ -92,6 +93,8 @@ class Connection:
         self.queued: deque[bytes] | None = None
         self.files: dict[str, str] | None = None
         self.bucket: TokenBucket | None = None
+        #: The scheduler handle that closes the connection if no ``init`` succeeds in time.
+        self.init_timer: int | None = None
         self.remote = remote
 
     def __repr__(self) -> str:

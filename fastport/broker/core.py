@@ -55,6 +55,19 @@ def _not_initialized() -> ProtocolError:
     return ProtocolError("Not initialized", code=ErrorCode.NOT_INITIALIZED)
 
 
+class _InitDeadline:
+    """Scheduler item closing a connection that did not complete ``init`` in time (4003)."""
+
+    __slots__ = ("broker", "conn")
+
+    def __init__(self, broker: Broker, conn: Connection) -> None:
+        self.broker = broker
+        self.conn = conn
+
+    def on_timer(self, now_ms: int) -> None:
+        self.broker._init_expired(self.conn)
+
+
 class _SessionExpiry:
     """Scheduler item ending a session at its wall-clock ``sessionExpiry``."""
 
@@ -97,6 +110,7 @@ class Broker:
         self.subscription_limit_hits = 0
         self.connection_limit_hits = 0
         self.slow_consumer_closes = 0
+        self.init_timeouts = 0
         self.scheduler = Scheduler(loop)
         self.sessions = SessionRegistry(engine)
         self.sessions.on_loaded = self._on_session_loaded
@@ -119,9 +133,26 @@ class Broker:
     # ----------------------------------------------------------------- connections
 
     def connect(self, sink: Sink, remote: str = "") -> Connection:
-        """Register a new WebSocket connection."""
+        """Register a new WebSocket connection; it has ``init_timeout_s`` to complete ``init``."""
         self.connection_count += 1
-        return Connection(sink, remote)
+        conn = Connection(sink, remote)
+        deadline = self.scheduler.now_ms() + round(self.limits.init_timeout_s * 1000)
+        conn.init_timer = self.scheduler.call_at(deadline, _InitDeadline(self, conn))
+        return conn
+
+    def _init_expired(self, conn: Connection) -> None:
+        conn.init_timer = None
+        if conn.state is ConnState.OPEN or conn.state is ConnState.CLOSED:
+            return
+        self.init_timeouts += 1
+        logger.info("closing connection #%d from %s: no init within %g s", conn.id, conn.remote,
+                    self.limits.init_timeout_s)
+        conn.sink.close(CloseCode.INIT_TIMEOUT, "init timeout")
+
+    def _cancel_init_timer(self, conn: Connection) -> None:
+        if conn.init_timer is not None:
+            self.scheduler.cancel(conn.init_timer)
+            conn.init_timer = None
 
     def disconnect(self, conn: Connection, clean: bool = False) -> None:
         """Forget a closed connection.
@@ -134,6 +165,7 @@ class Broker:
             return
         conn.state = ConnState.CLOSED
         self.connection_count -= 1
+        self._cancel_init_timer(conn)
         conn.queued = None
         session = conn.session
         if session is None:
@@ -296,6 +328,7 @@ class Broker:
             )
             self._reject(conn, error, "init_response")
             return
+        self._cancel_init_timer(conn)
         conn.state = ConnState.OPEN
         conn.session = session
         conn.user_id = frame.user_id

@@ -33,6 +33,7 @@ class BrokerLimits:
         max_topic_depth: levels in a topic or filter.
         outbound_buffer_limit: bytes queued in a connection's transport before it counts as a slow consumer.
         slow_consumer_grace_s: how long a connection may stay over that limit before it is closed (4007).
+        init_timeout_s: time from the upgrade to a successful ``init``; later the connection is closed (4003).
     """
 
     max_subscriptions_per_connection: int = 1000
@@ -47,6 +48,7 @@ class BrokerLimits:
     max_topic_depth: int = DEFAULT_MAX_DEPTH
     outbound_buffer_limit: int = 4 << 20
     slow_consumer_grace_s: float = 10.0
+    init_timeout_s: float = 10.0
 
 
 class TokenBucket:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from typing import Final
@@ -11,6 +12,7 @@ from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithLis
 from picows.picows import WSProtocol
 
 from fastport import _speedups
+from fastport._speedups import Flusher
 from fastport.broker.core import Broker
 from fastport.broker.recovery import restore
 from fastport.engines.redis import RedisEngine
@@ -21,7 +23,7 @@ from fastport.metrics import ServerCounters
 from fastport.server.admin import AdminAuth, load_or_create_token, token_path
 from fastport.server.front import FrontProtocol, make_ws_protocol
 from fastport.server.http import RestApi
-from fastport.server.outbox import Flusher
+from fastport.server.idle import IdleSweeper
 from fastport.server.ws import BrokerListener
 
 logger = logging.getLogger("fastport.server")
@@ -49,6 +51,7 @@ class FastportServer:
         self._server = server
         self._listeners = listeners
         self.counters = ServerCounters()
+        self.idle_sweeper: IdleSweeper | None = None
 
     @classmethod
     async def start(cls, config: ServerConfig) -> FastportServer:
@@ -63,14 +66,15 @@ class FastportServer:
         admin = AdminAuth(token, config.admin_user, config.admin_pass)
         store = SqliteStore.open(config.store) if config.store else None
         engine = RedisEngine(config.engine, config.engine_prefix) if config.engine else None
-        broker = Broker(loop, config.limits, store, engine)
+        limits = dataclasses.replace(config.limits, init_timeout_s=config.init_timeout_s)
+        broker = Broker(loop, limits, store, engine)
         if store is not None:
             restore(broker, store, store.load())
         if engine is not None:
             await engine.start(broker)
         counters = ServerCounters()
         api = RestApi(broker, admin, counters, metrics_open=config.metrics_open)
-        flusher = Flusher(loop)
+        flusher = Flusher(loop.call_soon)
         live: set[BrokerListener] = set()
         allowed_origins = frozenset(config.allowed_origins)
 
@@ -85,15 +89,13 @@ class FastportServer:
                         return WSUpgradeResponseWithListener(response, None)
                 return BrokerListener(
                     broker, flusher, live, config.max_frame_size, remote,
-                    init_timeout_s=config.init_timeout_s, counters=counters,
+                    counters=counters,
                 )
 
             return make_ws_protocol(
                 listener_factory,
                 max_frame_size=config.max_frame_size,
                 handshake_timeout_s=config.ws_handshake_timeout_s,
-                idle_timeout_s=config.idle_timeout_s,
-                ping_reply_timeout_s=config.ping_timeout_s,
             )
 
         def front_factory() -> FrontProtocol:
@@ -115,6 +117,9 @@ class FastportServer:
         )
         instance = cls(config, broker, server, token, live)
         instance.counters = counters
+        if config.idle_timeout_s > 0:
+            instance.idle_sweeper = IdleSweeper(loop, live, config.idle_timeout_s, config.ping_timeout_s)
+            instance.idle_sweeper.start()
         return instance
 
     @property
@@ -134,6 +139,8 @@ class FastportServer:
     async def close(self) -> None:
         """Stop accepting, close every WebSocket with 1001 and stop the broker."""
         self._server.close()
+        if self.idle_sweeper is not None:
+            self.idle_sweeper.stop()
         for listener in list(self._listeners):
             listener.close(CloseCode.GOING_AWAY, "server shutting down")
         self.broker.close()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, Final, cast
 
 import httptools
-from picows import WSAutoPingStrategy, WSListener, WSUpgradeRequest
+from picows import WSAutoPingStrategy, WSListener, WSUpgradeRequest, WSUpgradeResponseWithListener
 from picows.picows import WSProtocol
 
 from fastport.errors import ErrorCode, FrameTooLarge, ProtocolError
@@ -26,6 +26,8 @@ from fastport.server.http import Request, RestApi, error_response
 
 logger = logging.getLogger("fastport.http")
 picows_logger = logging.getLogger("picows.server")
+#: One adapter for every connection: given a plain Logger, picows makes a child logger per connection.
+_PICOWS_LOGGER: Final = logging.LoggerAdapter(picows_logger, {})
 
 MAX_HEAD_SIZE: Final = 16 * 1024
 KEEP_ALIVE_TIMEOUT_S: Final = 30.0
@@ -33,33 +35,31 @@ HEAD_END: Final = b"\r\n\r\n"
 
 
 def make_ws_protocol(
-    listener_factory: Callable[[WSUpgradeRequest], WSListener | None],
+    listener_factory: Callable[[WSUpgradeRequest], WSListener | WSUpgradeResponseWithListener | None],
     *,
     max_frame_size: int,
     handshake_timeout_s: float,
-    idle_timeout_s: float = 0.0,
-    ping_reply_timeout_s: float = 10.0,
 ) -> WSProtocol:
     """Build a picows server-side ``WSProtocol`` with the arguments ``ws_create_server`` passes.
 
-    With ``idle_timeout_s`` > 0 picows pings a peer that sent nothing for that long and
-    closes it (1001, then an abort) when no pong comes within ``ping_reply_timeout_s``.
+    picows's own pinging is off (it costs a task per connection): ``idle.IdleSweeper`` pings
+    idle peers for the whole server. The logger is an adapter, so picows does not make a child
+    logger per connection.
 
     ``WSProtocol``'s constructor is not public API; picows is pinned in pyproject.toml
     and ``tests/test_front.py`` fails loudly if an upgrade changes it.
     """
-    auto_ping = idle_timeout_s > 0
     return WSProtocol(
         None,  # host and port: client side only
         None,  # ws path: client side only
         False,  # is_client_side
         listener_factory,
-        picows_logger,
+        _PICOWS_LOGGER,
         True,  # disconnect_on_exception
         handshake_timeout_s,
-        auto_ping,  # enable_auto_ping
-        idle_timeout_s if auto_ping else 20.0,  # auto_ping_idle_timeout
-        min(ping_reply_timeout_s, idle_timeout_s) if auto_ping else 20.0,  # auto_ping_reply_timeout
+        False,  # enable_auto_ping: see idle.IdleSweeper
+        20.0,  # auto_ping_idle_timeout (unused)
+        20.0,  # auto_ping_reply_timeout (unused)
         WSAutoPingStrategy.PING_WHEN_IDLE,
         False,  # enable_auto_pong: BrokerListener answers pings after checking the reserved bits
         max_frame_size,

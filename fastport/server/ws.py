@@ -17,7 +17,7 @@ import logging
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 from fastport._speedups import Flusher, Outbox
-from fastport.broker.connection import Connection, ConnState
+from fastport.broker.connection import Connection
 from fastport.broker.core import Broker
 from fastport.errors import CloseCode
 from fastport.metrics import ServerCounters
@@ -51,15 +51,16 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         "_fragment_size",
         "_fragment_type",
         "_fragments",
-        "_init_timeout_s",
-        "_init_timer",
         "_live",
         "_max_message_size",
         "_outbox",
         "_remote",
         "_slow_timer",
         "_transport",
+        "heard",
+        "idle_since",
         "paused",
+        "ping_sent_at",
     )
 
     def __init__(
@@ -70,7 +71,6 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         max_message_size: int,
         remote: str,
         *,
-        init_timeout_s: float | None = None,
         counters: ServerCounters | None = None,
     ) -> None:
         super().__init__()
@@ -86,9 +86,10 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         self._fragment_type = _TEXT
         self._fragment_size = 0
         self.paused = False
+        self.heard = True
+        self.idle_since = 0.0
+        self.ping_sent_at: float | None = None
         self._slow_timer: asyncio.TimerHandle | None = None
-        self._init_timeout_s = init_timeout_s
-        self._init_timer: asyncio.TimerHandle | None = None
         self._counters = counters
 
     # ------------------------------------------------------------- picows events
@@ -100,14 +101,13 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         self._outbox = Outbox(transport.underlying_transport.write, self._flusher)
         self._conn = self._broker.connect(self, self._remote)
         self._live.add(self)
-        if self._init_timeout_s is not None:
-            self._init_timer = asyncio.get_running_loop().call_later(self._init_timeout_s, self._on_init_timeout)
         # picows keeps the upgrade request and response for the connection's life (read-only
         # attributes); nothing reads their headers after the upgrade, so free them.
         transport.request.headers.clear()
         transport.response.headers.clear()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        self.heard = True
         msg_type = frame.msg_type
         # The hot path first: a whole text frame, no reserved bit, no fragmented message open.
         if (
@@ -133,9 +133,6 @@ class BrokerListener(WSListener):  # type: ignore[misc]
             self._slow_timer.cancel()
             self._slow_timer = None
         self._live.discard(self)
-        if self._init_timer is not None:
-            self._init_timer.cancel()
-            self._init_timer = None
         if self._outbox is not None:
             self._outbox.discard()
             self._outbox = None
@@ -144,6 +141,15 @@ class BrokerListener(WSListener):  # type: ignore[misc]
             received = handshake.recv if handshake is not None else None
             clean = received is not None and getattr(received.code, "value", received.code) == CloseCode.NORMAL
             self._broker.disconnect(self._conn, clean=clean)
+
+    def send_ping(self) -> None:
+        """Ping the peer (the idle sweeper found it silent)."""
+        if self._transport is not None and not self._transport.is_disconnected:
+            self._transport.send_ping()
+
+    def reap(self) -> None:
+        """Close a peer that did not answer a ping."""
+        self._close_now(CloseCode.GOING_AWAY, "no answer to ping")
 
     def pause_writing(self) -> None:
         """The peer reads slower than we write: hold QoS 1 in its queue, drop QoS 0, close it if it lasts."""
@@ -185,18 +191,6 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         if self._counters is not None:
             self._counters.ws_protocol_errors += 1
         self.close(CloseCode.PROTOCOL_ERROR, reason)
-
-    def _on_init_timeout(self) -> None:
-        self._init_timer = None
-        conn = self._conn
-        if conn is None or conn.state is ConnState.OPEN or conn.state is ConnState.CLOSED:
-            return
-        logger.info(
-            "closing connection #%d from %s: no init within %.1f s", conn.id, self._remote, self._init_timeout_s
-        )
-        if self._counters is not None:
-            self._counters.ws_init_timeouts += 1
-        self.close(CloseCode.INIT_TIMEOUT, "init timeout")
 
     def _on_data_frame(self, msg_type: WSMsgType, frame: WSFrame) -> None:
         fragments = self._fragments
