@@ -469,7 +469,7 @@ class Broker:
 
     def _on_file_control(self, conn: Connection, frame: FileControl) -> None:
         session = self._session_of(conn)
-        validate_topic(frame.topic)
+        validate_topic(frame.topic, max_length=self.limits.max_topic_length, max_depth=self.limits.max_topic_depth)
         files = conn.files
         if frame.kind == "init_file":
             if files is None:
