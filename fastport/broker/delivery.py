@@ -463,7 +463,8 @@ class Delivery:
             raise ProtocolError("Unknown or already acknowledged message", code=ErrorCode.UNKNOWN_MESSAGE)
         self.acks += 1
         message = entry.message
-        self.ack_latency.observe(self._scheduler.now_ms() - message.born_ms)
+        now = self._scheduler.now_ms()
+        self.ack_latency.observe(now - message.born_ms)
         if not message.acked:
             message.acked = True
             publisher = message.publisher
@@ -473,7 +474,7 @@ class Delivery:
                 self.engine.forward_ack(message.origin, message.session.name, message.message_id)
         self._drop_target(subscriber, message)
         if subscriber.queue:
-            self._drain(subscriber, self._scheduler.now_ms())
+            self._drain(subscriber, now)
 
     def remote_ack(self, session: Session, message_id: str) -> None:
         """A subscriber on another node acked a message published here: tell its publisher, once."""
