@@ -21,21 +21,21 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Final
 
-__all__ = ["IMPLEMENTATION", "MAX_DELAY_MS", "NO_EXTENSIONS", "Flusher", "Outbox", "TimerWheel", "TopicTrie"]
+__all__ = ["IMPLEMENTATION", "MAX_DELAY_MS", "NO_EXTENSIONS", "Flusher", "Inflight", "Outbox", "TimerWheel", "TopicTrie", "fan_out"]
 
 NO_EXTENSIONS: Final[bool] = (
     bool(os.environ.get("FASTPORT_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
 )
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from .fanout_py import Flusher, Outbox
+    from .fanout_py import Flusher, Inflight, Outbox, fan_out
     from .timerwheel_py import MAX_DELAY_MS, TimerWheel
     from .trie_py import TopicTrie
 
     IMPLEMENTATION: Final[str] = "python"
 else:
     try:
-        from .fanout_c import Flusher, Outbox
+        from .fanout_c import Flusher, Inflight, Outbox, fan_out
         from .timerwheel_c import MAX_DELAY_MS, TimerWheel
         from .trie_c import TopicTrie
     except ImportError as exc:
@@ -44,7 +44,7 @@ else:
             RuntimeWarning,
             stacklevel=2,
         )
-        from .fanout_py import Flusher, Outbox
+        from .fanout_py import Flusher, Inflight, Outbox, fan_out
         from .timerwheel_py import MAX_DELAY_MS, TimerWheel
         from .trie_py import TopicTrie
 

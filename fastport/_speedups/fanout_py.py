@@ -1,4 +1,4 @@
-"""Outbox and Flusher: per-connection write coalescing for fan-out (reference twin).
+"""Fan-out: per-connection write coalescing and the at-least-once fast path (reference twin).
 
 A broker fan-out hands the same encoded payload to many connections. Each connection's
 ``Outbox`` frames it (a final, unmasked server frame, RFC 6455 §5.2: ``FIN | opcode``, then a
@@ -20,6 +20,12 @@ Rules:
 - Payloads are ``bytes`` (``TypeError`` otherwise), never copied before the flush here; the
   compiled twin copies them into a C buffer, so both are safe with immutable ``bytes`` only.
 
+``fan_out`` is the per-subscriber loop of a publish: it queues one encoded ``message`` frame to
+every target that can take it at once, records the copy in the target's ``inflight`` map as an
+``Inflight`` entry and arms its retry timer, and returns the targets it left to the broker's
+delivery policy (``fastport.broker.delivery``): offline, paused, queued, full, QoS 0, durable
+with a store, or already holding that messageId. Targets are duck-typed ``Subscriber`` objects.
+
 Sans-I/O: the outbox gets a ``write`` callable (a transport's ``write``), the flusher a
 ``call_soon``-like callable (an event loop's ``call_soon``); nothing here imports asyncio.
 ``fanout_c.pyx`` is the compiled twin; both have the same names, signatures, results and
@@ -28,10 +34,10 @@ exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
-__all__ = ["OP_BINARY", "OP_TEXT", "Flusher", "Outbox"]
+__all__ = ["OP_BINARY", "OP_TEXT", "Flusher", "Inflight", "Outbox", "fan_out"]
 
 OP_TEXT: Final = 0x1
 OP_BINARY: Final = 0x2
@@ -140,3 +146,65 @@ class Flusher:
     def __len__(self) -> int:
         """Outboxes marked since the last flush."""
         return len(self._dirty)
+
+
+class Inflight:
+    """One sent, unacked copy of a message to one subscriber: the message, its sends so far, its next retry time."""
+
+    __slots__ = ("message", "attempts", "due_ms")
+
+    def __init__(self, message: Any, attempts: int, due_ms: int) -> None:
+        self.message = message
+        self.attempts = attempts
+        self.due_ms = due_ms
+
+
+def fan_out(
+    targets: Mapping[Any, int],
+    message: Any,
+    publisher: Any,
+    due_ms: int,
+    window: int,
+    durable_aside: bool,
+    arm: Callable[[int, Any], int],
+) -> tuple[int, list[tuple[Any, int]] | None]:
+    """Send ``message.frame`` to every target that can take it now; return (sent, the rest).
+
+    Args:
+        targets: subscriber -> subscription QoS (a topic index match).
+        message: the published message (``frame`` and ``message_id`` are read), QoS 1.
+        publisher: the publishing connection, skipped as a target (None: no one is skipped).
+        due_ms: the retry time of every copy sent here.
+        window: a subscriber's ``inflight`` may hold at most this many entries.
+        durable_aside: leave durable subscribers to the caller (it must store their delivery state).
+        arm: ``arm(due_ms, subscriber)`` schedules a retry timer and returns its handle; called
+            for a sent-to subscriber whose ``retry_handle`` is None.
+
+    A target takes this path when its subscription QoS is not 0, its ``connection`` is online
+    and not ``publisher``, it has no queue, its sink is not paused, its ``inflight`` has room
+    and does not hold ``message.message_id`` (and it is not durable when ``durable_aside``).
+    Every other target but ``publisher``'s own is returned, in match order, as (subscriber, QoS).
+    """
+    frame = message.frame
+    message_id = message.message_id
+    sent = 0
+    rest: list[tuple[Any, int]] | None = None
+    for subscriber, qos in targets.items():
+        connection = subscriber.connection
+        if connection is not None:
+            if connection is publisher:
+                continue
+            if qos and not subscriber.queue and not (durable_aside and subscriber.durable):
+                sink = connection.sink
+                inflight = subscriber.inflight
+                if not sink.paused and len(inflight) < window and message_id not in inflight:
+                    sink.send(frame)
+                    inflight[message_id] = Inflight(message, 0, due_ms)
+                    sent += 1
+                    if subscriber.retry_handle is None:
+                        subscriber.retry_handle = arm(due_ms, subscriber)
+                    continue
+        if rest is None:
+            rest = []
+        rest.append((subscriber, qos))
+    return sent, rest

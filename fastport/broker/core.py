@@ -194,17 +194,21 @@ class Broker:
             return
         try:
             obj = codec.parse(payload)
-            if state is ConnState.OPEN:
-                message_id = codec.ack_message_id(obj)
-                if message_id is not None:
-                    self._ack(conn, message_id)
-                    return
-            frame = codec.frame_of(obj, payload)
+            # Acks, one per delivery, skip the typed frame and the handler table.
+            message_id = codec.ack_message_id(obj) if state is ConnState.OPEN else None
+            if message_id is None:
+                frame = codec.frame_of(obj, payload)
         except InvalidUtf8 as exc:
             self._close(conn, CloseCode.INVALID_DATA, exc.error)
             return
         except ProtocolError as exc:
             self._reject(conn, exc)
+            return
+        if message_id is not None:
+            try:
+                self.delivery.ack(conn.subscriber, message_id)  # type: ignore[arg-type]  # OPEN: it has one
+            except ProtocolError as exc:
+                self._reject(conn, exc, None, messageId=message_id)
             return
         try:
             self._handlers[type(frame)](conn, frame)
@@ -455,10 +459,8 @@ class Broker:
 
     def _ack(self, conn: Connection, message_id: str) -> None:
         """The hot path of every delivery's ack (``receive`` calls it without building a frame)."""
-        subscriber = conn.subscriber
-        assert subscriber is not None
         try:
-            self.delivery.ack(subscriber, message_id)
+            self.delivery.ack(conn.subscriber, message_id)  # type: ignore[arg-type]  # OPEN: it has one
         except ProtocolError as exc:
             self._reject(conn, exc, None, messageId=message_id)
 

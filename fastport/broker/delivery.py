@@ -29,8 +29,9 @@ import uuid
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 
+from fastport._speedups import Inflight, fan_out
 from fastport.broker.histogram import LatencyHistogram
-from fastport.broker.subscriber import DurableExpiry, Inflight, Subscriber
+from fastport.broker.subscriber import DurableExpiry, Subscriber
 from fastport.errors import ErrorCode, LimitExceeded, ProtocolError
 from fastport.protocol import codec
 from fastport.protocol.frames import QOS_AT_MOST_ONCE, Publish, Will
@@ -184,19 +185,31 @@ class Delivery:
         message.origin = origin
         if publish.retain:
             self._retain(session, publish, timestamp)
-        delivered = 0
-        durable_targets = False
+        targets = session.index.match(publish.topic)
+        rest: list[tuple[Subscriber, int]] | None
+        if publish.qos == QOS_AT_MOST_ONCE:
+            delivered, rest = 0, [(subscriber, QOS_AT_MOST_ONCE) for subscriber in targets]
+        else:
+            # The common case in compiled code: every online subscriber with room gets the frame now.
+            settings = session.settings
+            delivered, rest = fan_out(
+                targets, message, publisher, now + settings.retry_interval_ms, settings.inflight_window,
+                self.store is not None, self._scheduler.call_at,
+            )
+            message.pending += delivered
+            self.deliveries += delivered
+        sent_now = delivered
         sent_before = self.deliveries
-        for subscriber, subscription_qos in session.index.match(publish.topic).items():
+        durable_targets = False
+        for subscriber, qos in rest or ():
             connection = subscriber.connection
             if connection is publisher and connection is not None:
                 continue
-            qos = publish.qos if publish.qos < subscription_qos else subscription_qos
             if self._offer(subscriber, message, qos, now):
                 delivered += 1
                 durable_targets = durable_targets or (subscriber.durable and qos != QOS_AT_MOST_ONCE)
         message.delivered_to = delivered
-        self.delivery_latency.observe_many_immediate(self.deliveries - sent_before)
+        self.delivery_latency.observe_many_immediate(sent_now + self.deliveries - sent_before)
         self.published += 1
         recent.pop(publish.message_id, None)
         recent[publish.message_id] = message
@@ -472,7 +485,14 @@ class Delivery:
                 self._to_publisher(publisher, _ack_received(message))
             elif message.origin is not None and self.engine is not None:
                 self.engine.forward_ack(message.origin, message.session.name, message.message_id)
-        self._drop_target(subscriber, message)
+        # Every ack of every delivery passes here: ``_drop_target`` and ``_release``, inlined.
+        if subscriber.durable and self.store is not None:
+            assert subscriber.client_id is not None
+            self.store.delete_target(subscriber.session.name, subscriber.client_id, message_id)
+        message.pending -= 1
+        if message.pending == 0:
+            message.session.live_messages -= 1
+            self._complete(message)
         if subscriber.queue:
             self._drain(subscriber, now)
 

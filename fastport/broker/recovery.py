@@ -21,7 +21,8 @@ from fastport.broker.core import Broker
 from fastport.broker.credentials import PasswordHash
 from fastport.broker.delivery import Message
 from fastport.broker.sessions import Session
-from fastport.broker.subscriber import Inflight, Subscriber
+from fastport._speedups import Inflight
+from fastport.broker.subscriber import Subscriber
 from fastport.config import SessionSettings
 from fastport.engines.sqlite import Snapshot, SqliteStore
 from fastport.protocol.frames import Publish

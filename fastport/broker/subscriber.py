@@ -5,7 +5,7 @@ A ``Subscriber`` belongs to one connection, or, for a durable client (``clientId
 the session's index, so matching QoS 1 messages wait in its queue until it resumes or
 its ``durableTtl`` runs out.
 
-``inflight`` maps messageId -> ``Inflight`` for messages sent and not acked yet, kept in
+``inflight`` maps messageId -> ``Inflight`` (``fastport._speedups``) for messages sent and not acked yet, kept in
 order of their next retry (a dict preserves insertion order; a retried entry is moved
 to the end, and every entry gets the same ``retryInterval``, so the first entry is
 always the next one due). ``queue`` holds messages waiting for a free inflight slot or
@@ -18,20 +18,10 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from fastport._speedups import Inflight
     from fastport.broker.connection import Connection
     from fastport.broker.delivery import Delivery, Message
     from fastport.broker.sessions import Session
-
-
-class Inflight:
-    """One sent, unacked copy of a message to one subscriber."""
-
-    __slots__ = ("message", "attempts", "due_ms")
-
-    def __init__(self, message: Message, attempts: int, due_ms: int) -> None:
-        self.message = message
-        self.attempts = attempts
-        self.due_ms = due_ms
 
 
 class Subscriber:

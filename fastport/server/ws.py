@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
@@ -36,11 +37,17 @@ def valid_close_code(code: int) -> bool:
     return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
+def _dropped(payload: bytes) -> None:
+    """``send`` of a connection not connected (yet or any more): the frame is dropped."""
+
+
 class BrokerListener(WSListener):  # type: ignore[misc]
     """One WebSocket connection, adapted to the broker.
 
     ``_outbox`` is set from ``on_ws_connected`` until ``on_ws_disconnected`` (where picows has
-    just set ``is_disconnected``), so ``send`` checks only ``is_close_frame_sent`` besides it.
+    just set ``is_disconnected``). ``send`` is the outbox's own ``text`` meanwhile (a C call on
+    the compiled twin, once per delivery), ``_dropped`` otherwise; frames queued after a close
+    frame went out are dropped at the flush (``_write``).
     """
 
     __slots__ = (
@@ -61,6 +68,7 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         "idle_since",
         "paused",
         "ping_sent_at",
+        "send",
     )
 
     def __init__(
@@ -81,6 +89,8 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         self._remote = remote
         self._transport: WSTransport | None = None
         self._outbox: Outbox | None = None
+        #: Queue one text frame (the broker's ``Sink.send``).
+        self.send: Callable[[bytes], None] = _dropped
         self._conn: Connection | None = None
         self._fragments: list[bytes] | None = None
         self._fragment_type = _TEXT
@@ -98,7 +108,8 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         self._transport = transport
         # Over this many queued bytes the transport calls pause_writing: a slow consumer.
         transport.underlying_transport.set_write_buffer_limits(high=self._broker.limits.outbound_buffer_limit)
-        self._outbox = Outbox(transport.underlying_transport.write, self._flusher)
+        self._outbox = Outbox(self._write, self._flusher)
+        self.send = self._outbox.text
         self._conn = self._broker.connect(self, self._remote)
         self._live.add(self)
         # picows keeps the upgrade request and response for the connection's life (read-only
@@ -136,6 +147,7 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         if self._outbox is not None:
             self._outbox.discard()
             self._outbox = None
+        self.send = _dropped
         if self._conn is not None:
             handshake = transport.close_handshake
             received = handshake.recv if handshake is not None else None
@@ -237,11 +249,11 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         transport = self._transport
         return 0 if transport is None else int(transport.underlying_transport.get_write_buffer_size())
 
-    def send(self, payload: bytes) -> None:
-        # Same as ``is_open``: ``_outbox`` is None before connect and after disconnect.
-        outbox = self._outbox
-        if outbox is not None and not self._transport.is_close_frame_sent:  # type: ignore[union-attr]
-            outbox.text(payload)
+    def _write(self, data: bytes) -> None:
+        """The outbox's flush: hand the iteration's frames to the socket, unless a close frame went first."""
+        transport = self._transport
+        if not transport.is_close_frame_sent:  # type: ignore[union-attr]  # connected: see the class docstring
+            transport.underlying_transport.write(data)  # type: ignore[union-attr]
 
     def send_binary(self, payload: bytes) -> None:
         outbox = self._outbox
