@@ -69,6 +69,8 @@ PAYLOAD_SIZE = 256
 RATE_LIMITED = 4005  # fastport's publish_response code when the per-connection publish rate limit refuses one
 BACKOFF_S = 0.05  # pause after a refused publish, so the publisher stays under the limit's close threshold
 PACER_BURST = 256
+OP_TEXT, OP_BINARY = 0x1, 0x2
+ZERO_MASK = b"\0\0\0\0"
 now_ns = time.monotonic_ns
 
 
@@ -146,6 +148,7 @@ class Client(WSListener):  # type: ignore[misc]
         self.error_samples: list[Any] = []
         self._waiter: asyncio.Future[Any] | None = None
         self.closed = False
+        self._replies: list[bytes] = []
 
     @classmethod
     async def open(cls, name: str) -> Client:
@@ -157,6 +160,33 @@ class Client(WSListener):  # type: ignore[misc]
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        self.on_frame(transport, frame)
+        if frame.last_in_buffer and self._replies:
+            transport.underlying_transport.write(b"".join(self._replies))
+            self._replies.clear()
+
+    def on_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        raise NotImplementedError
+
+    def reply(self, opcode: int, payload: bytes) -> None:
+        """Queue an ack (fastport ``ack``, MQTT PUBACK) written with the others of the same read, in one write.
+
+        A client that answers every frame with its own ``write`` spends a system call per delivery and
+        becomes the bottleneck of a fan-out run; here the frames answering one read leave together (as
+        they would from any client with an output buffer). The frame is masked, as a client's must be
+        (RFC 6455 §5.3), with a zero key, so the payload needs no XOR.
+        """
+        length = len(payload)
+        if length < 126:
+            header = bytes((0x80 | opcode, 0x80 | length)) + ZERO_MASK
+        elif length < 0x10000:
+            header = bytes((0x80 | opcode, 0x80 | 126)) + length.to_bytes(2, "big") + ZERO_MASK
+        else:
+            header = bytes((0x80 | opcode, 0x80 | 127)) + length.to_bytes(8, "big") + ZERO_MASK
+        self._replies.append(header)
+        self._replies.append(payload)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closed = True
@@ -196,14 +226,14 @@ class FastportClient(Client):
         super().__init__()
         self._unanswered: collections.deque[str] = collections.deque()
 
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+    def on_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type != WSMsgType.TEXT:
             return
         msg = orjson.loads(frame.get_payload_as_memoryview())
         kind = msg.get("type")
         if kind == "message":
             if self.auto_ack:
-                transport.send(WSMsgType.TEXT, b'{"type":"ack","messageId":%s}' % orjson.dumps(msg["messageId"]))
+                self.reply(OP_TEXT, b'{"type":"ack","messageId":%s}' % orjson.dumps(msg["messageId"]))
             self.on_message(msg["data"], msg)
         elif kind == "publish_response":
             # Answers come in publish order; a rate-limit refusal carries no messageId, so take it from the queue.
@@ -260,14 +290,14 @@ class MQTTClient(Client):
         self._packet_ids = itertools.cycle(range(1, 65536))
         self._pending: dict[int, Any] = {}  # packet id -> key of an unconfirmed QoS 1 publish
 
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+    def on_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type != WSMsgType.BINARY and frame.msg_type != WSMsgType.CONTINUATION:
             return
         for kind, flags, body in self._parser.feed(frame.get_payload_as_bytes()):
             if kind == mqtt.PUBLISH:
                 topic, packet_id, payload = mqtt.parse_publish(flags, body)
                 if packet_id and self.auto_ack:
-                    transport.send(WSMsgType.BINARY, mqtt.puback(packet_id))
+                    self.reply(OP_BINARY, mqtt.puback(packet_id))
                 self.on_message(payload, topic)
             elif kind == mqtt.PUBACK:
                 key = self._pending.pop(mqtt.packet_id_of(body), None)
@@ -308,7 +338,7 @@ class NATSClient(Client):
         self._sids = itertools.count(1)
         self._info = asyncio.get_event_loop().create_future()
 
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+    def on_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type not in (WSMsgType.BINARY, WSMsgType.TEXT, WSMsgType.CONTINUATION):
             return
         buffer = self._buffer + frame.get_payload_as_bytes() if self._buffer else frame.get_payload_as_bytes()
