@@ -139,6 +139,7 @@ class Delivery:
         self, scheduler: Scheduler, store: SqliteStore | None = None, engine: RedisEngine | None = None
     ) -> None:
         self._scheduler = scheduler
+        self._clock = scheduler.clock
         self.store = store
         self.engine = engine
         self.published = 0
@@ -476,7 +477,7 @@ class Delivery:
             raise ProtocolError("Unknown or already acknowledged message", code=ErrorCode.UNKNOWN_MESSAGE)
         self.acks += 1
         message = entry.message
-        now = self._scheduler.now_ms()
+        now = int(self._clock() * 1000)  # the scheduler's now_ms(), inlined
         self.ack_latency.observe(now - message.born_ms)
         if not message.acked:
             message.acked = True

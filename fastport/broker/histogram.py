@@ -16,23 +16,20 @@ BOUNDS_MS: Final = (0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_
 class LatencyHistogram:
     """Counts of observations per bucket, their sum and their number."""
 
-    __slots__ = ("counts", "sum_ms", "count")
+    __slots__ = ("counts", "sum_ms")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(BOUNDS_MS) + 1)
         self.sum_ms = 0
-        self.count = 0
 
     def observe(self, value_ms: int) -> None:
         """Record one latency."""
         self.counts[bisect_left(BOUNDS_MS, value_ms)] += 1
         self.sum_ms += value_ms
-        self.count += 1
 
     def observe_many_immediate(self, how_many: int) -> None:
         """Record ``how_many`` latencies of zero milliseconds (sent in the loop iteration they arrived in)."""
         self.counts[0] += how_many
-        self.count += how_many
 
     def cumulative(self) -> list[tuple[str, int]]:
         """(``le`` in seconds, cumulative count) pairs, ending with ``+Inf``."""
