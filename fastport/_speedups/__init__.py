@@ -5,9 +5,10 @@ imports from here.
 
 - ``FASTPORT_NO_EXTENSIONS`` set to any non-empty value, or an interpreter other than CPython,
   selects the ``_py`` twins.
-- Otherwise the compiled ``_c`` twins are imported. If that fails (no compiler at install time),
-  the ``_py`` twins are used and a ``RuntimeWarning`` says so; tests turn warnings into errors, so
-  a broken build cannot pass as a compiled one.
+- Otherwise the compiled ``_c`` twins are imported. If that fails (no compiler at install time,
+  or a ``listener_c`` built against another picows than the installed one), the ``_py`` twins
+  are used and a ``RuntimeWarning`` says so; tests turn warnings into errors, so a broken build
+  cannot pass as a compiled one.
 - Type checkers always see the ``_py`` twins, the reference the ``.pyi`` stubs mirror.
 
 ``IMPLEMENTATION`` tells which twin is live (``"compiled"`` or ``"python"``), for the startup log
@@ -21,7 +22,18 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Final
 
-__all__ = ["IMPLEMENTATION", "MAX_DELAY_MS", "NO_EXTENSIONS", "Flusher", "Inflight", "Outbox", "TimerWheel", "TopicTrie", "fan_out"]
+__all__ = [
+    "IMPLEMENTATION",
+    "MAX_DELAY_MS",
+    "NO_EXTENSIONS",
+    "Flusher",
+    "FrameListener",
+    "Inflight",
+    "Outbox",
+    "TimerWheel",
+    "TopicTrie",
+    "fan_out",
+]
 
 NO_EXTENSIONS: Final[bool] = (
     bool(os.environ.get("FASTPORT_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
@@ -29,6 +41,7 @@ NO_EXTENSIONS: Final[bool] = (
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from .fanout_py import Flusher, Inflight, Outbox, fan_out
+    from .listener_py import FrameListener
     from .timerwheel_py import MAX_DELAY_MS, TimerWheel
     from .trie_py import TopicTrie
 
@@ -36,15 +49,17 @@ if TYPE_CHECKING or NO_EXTENSIONS:
 else:
     try:
         from .fanout_c import Flusher, Inflight, Outbox, fan_out
+        from .listener_c import FrameListener
         from .timerwheel_c import MAX_DELAY_MS, TimerWheel
         from .trie_c import TopicTrie
-    except ImportError as exc:
+    except (ImportError, ValueError) as exc:  # ValueError: built against another picows (binary layout)
         warnings.warn(
             f"fastport compiled extensions unavailable, using pure Python: {exc}",
             RuntimeWarning,
             stacklevel=2,
         )
         from .fanout_py import Flusher, Inflight, Outbox, fan_out
+        from .listener_py import FrameListener
         from .timerwheel_py import MAX_DELAY_MS, TimerWheel
         from .trie_py import TopicTrie
 

@@ -15,9 +15,9 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
+from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
 
-from fastport._speedups import Flusher, Outbox
+from fastport._speedups import FrameListener, Flusher, Outbox
 from fastport.broker.connection import Connection
 from fastport.broker.core import Broker
 from fastport.errors import CloseCode
@@ -41,8 +41,11 @@ def _dropped(payload: bytes) -> None:
     """``send`` of a connection not connected (yet or any more): the frame is dropped."""
 
 
-class BrokerListener(WSListener):  # type: ignore[misc]
+class BrokerListener(FrameListener):
     """One WebSocket connection, adapted to the broker.
+
+    Whole text frames go from ``FrameListener`` (a compiled twin in ``fastport._speedups``)
+    straight to ``Broker.receive``; this class handles every other frame and the ``Sink`` side.
 
     ``_outbox`` is set from ``on_ws_connected`` until ``on_ws_disconnected`` (where picows has
     just set ``is_disconnected``). ``send`` is the outbox's own ``text`` meanwhile (a C call on
@@ -57,14 +60,12 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         "_flusher",
         "_fragment_size",
         "_fragment_type",
-        "_fragments",
         "_live",
         "_max_message_size",
         "_outbox",
         "_remote",
         "_slow_timer",
         "_transport",
-        "heard",
         "idle_since",
         "paused",
         "ping_sent_at",
@@ -92,11 +93,9 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         #: Queue one text frame (the broker's ``Sink.send``).
         self.send: Callable[[bytes], None] = _dropped
         self._conn: Connection | None = None
-        self._fragments: list[bytes] | None = None
         self._fragment_type = _TEXT
         self._fragment_size = 0
         self.paused = False
-        self.heard = True
         self.idle_since = 0.0
         self.ping_sent_at: float | None = None
         self._slow_timer: asyncio.TimerHandle | None = None
@@ -111,26 +110,18 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         self._outbox = Outbox(self._write, self._flusher)
         self.send = self._outbox.text
         self._conn = self._broker.connect(self, self._remote)
+        self.target = self._conn
+        self.receiver = self._broker.receive
         self._live.add(self)
         # picows keeps the upgrade request and response for the connection's life (read-only
         # attributes); nothing reads their headers after the upgrade, so free them.
         transport.request.headers.clear()
         transport.response.headers.clear()
 
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        self.heard = True
+    def on_other_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        """Every frame but a whole text one (``FrameListener.on_ws_frame`` took those)."""
         msg_type = frame.msg_type
-        # The hot path first: a whole text frame, no reserved bit, no fragmented message open.
-        if (
-            msg_type is _TEXT
-            and frame.fin
-            and self._fragments is None
-            and not (frame.rsv1 or frame.rsv2 or frame.rsv3)
-        ):
-            conn = self._conn
-            assert conn is not None
-            self._broker.receive(conn, frame.get_payload_as_bytes())
-        elif frame.rsv1 or frame.rsv2 or frame.rsv3:
+        if frame.rsv1 or frame.rsv2 or frame.rsv3:
             self._protocol_error("reserved bit set without a negotiated extension")
         elif msg_type is _CLOSE:
             self._on_close_frame(transport, frame)
@@ -205,7 +196,7 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         self.close(CloseCode.PROTOCOL_ERROR, reason)
 
     def _on_data_frame(self, msg_type: WSMsgType, frame: WSFrame) -> None:
-        fragments = self._fragments
+        fragments = self.fragments
         if msg_type is _CONTINUATION:
             if fragments is None:
                 self._protocol_error("continuation frame without a message")
@@ -214,7 +205,7 @@ class BrokerListener(WSListener):  # type: ignore[misc]
             self._protocol_error("new message inside a fragmented message")
             return
         else:
-            fragments = self._fragments = []
+            fragments = self.fragments = []
             self._fragment_type = msg_type
             self._fragment_size = 0
         self._fragment_size += frame.payload_size
@@ -228,7 +219,7 @@ class BrokerListener(WSListener):  # type: ignore[misc]
         fragments.append(frame.get_payload_as_bytes())
         if not frame.fin:
             return
-        self._fragments = None
+        self.fragments = None
         payload = b"".join(fragments)
         conn = self._conn
         assert conn is not None

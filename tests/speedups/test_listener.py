@@ -1,0 +1,109 @@
+"""``FrameListener`` on both twins, against the rules in ``fastport._speedups.listener_py``.
+
+Frames are real picows ``WSFrame`` objects (``_make_test_ws_frame``); the server tests run the
+same class behind real sockets.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from picows import WSMsgType
+from picows.picows import _make_test_ws_frame
+
+TRANSPORT = None  # the listener passes it through to on_other_frame untouched
+
+
+def make(speedups: SimpleNamespace, connected: bool = True) -> Any:
+    class Listener(speedups.FrameListener):  # type: ignore[misc,name-defined]
+        __slots__ = ("received", "others")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.received: list[tuple[Any, bytes]] = []
+            self.others: list[tuple[int, bytes]] = []
+
+        def on_other_frame(self, transport: Any, frame: Any) -> None:
+            assert transport is TRANSPORT
+            self.others.append((int(frame.msg_type), frame.get_payload_as_bytes()))
+
+    listener = Listener()
+    if connected:
+        listener.target = "conn-1"
+        listener.receiver = lambda target, payload: listener.received.append((target, payload))
+    return listener
+
+
+def frame(msg_type: WSMsgType = WSMsgType.TEXT, payload: bytes = b'{"type":"ack"}', fin: bool = True,
+          rsv1: bool = False) -> Any:
+    return _make_test_ws_frame(msg_type, payload, fin, rsv1)
+
+
+def test_defaults(speedups: SimpleNamespace) -> None:
+    listener = make(speedups, connected=False)
+    assert (listener.heard, listener.fragments, listener.receiver, listener.target) == (True, None, None, None)
+
+
+def test_whole_text_frame_goes_to_the_receiver_as_bytes(speedups: SimpleNamespace) -> None:
+    listener = make(speedups)
+    listener.heard = False
+    listener.on_ws_frame(TRANSPORT, frame(payload="é".encode()))
+    assert listener.received == [("conn-1", "é".encode())]
+    assert type(listener.received[0][1]) is bytes
+    assert listener.others == [] and listener.heard is True
+
+
+@pytest.mark.parametrize(
+    ("case", "kwargs"),
+    [
+        ("not final", {"fin": False}),
+        ("reserved bit", {"rsv1": True}),
+        ("binary", {"msg_type": WSMsgType.BINARY}),
+        ("continuation", {"msg_type": WSMsgType.CONTINUATION}),
+        ("ping", {"msg_type": WSMsgType.PING, "payload": b"p"}),
+        ("close", {"msg_type": WSMsgType.CLOSE, "payload": b"\x03\xe8"}),
+    ],
+)
+def test_other_frames_go_to_on_other_frame(speedups: SimpleNamespace, case: str, kwargs: dict[str, Any]) -> None:
+    listener = make(speedups)
+    listener.heard = False
+    sent = frame(**kwargs)
+    listener.on_ws_frame(TRANSPORT, sent)
+    assert listener.received == [], case
+    assert listener.others == [(int(sent.msg_type), sent.get_payload_as_bytes())], case
+    assert listener.heard is True, case
+
+
+def test_a_text_frame_inside_a_fragmented_message_is_not_taken(speedups: SimpleNamespace) -> None:
+    listener = make(speedups)
+    listener.fragments = [b"first part"]
+    listener.on_ws_frame(TRANSPORT, frame())
+    assert listener.received == [] and len(listener.others) == 1
+    listener.fragments = None
+    listener.on_ws_frame(TRANSPORT, frame())
+    assert len(listener.received) == 1
+
+
+def test_without_a_receiver_every_frame_goes_to_on_other_frame(speedups: SimpleNamespace) -> None:
+    listener = make(speedups, connected=False)
+    listener.on_ws_frame(TRANSPORT, frame())
+    assert listener.others == [(int(WSMsgType.TEXT), b'{"type":"ack"}')]
+
+
+def test_receiver_errors_propagate(speedups: SimpleNamespace) -> None:
+    listener = make(speedups)
+
+    def boom(target: Any, payload: bytes) -> None:
+        raise RuntimeError("receiver failed")
+
+    listener.receiver = boom
+    with pytest.raises(RuntimeError, match="receiver failed"):
+        listener.on_ws_frame(TRANSPORT, frame())
+
+
+def test_on_other_frame_must_be_implemented(speedups: SimpleNamespace) -> None:
+    bare = speedups.FrameListener()
+    with pytest.raises(NotImplementedError):
+        bare.on_ws_frame(TRANSPORT, frame(msg_type=WSMsgType.BINARY))
