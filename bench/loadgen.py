@@ -38,6 +38,9 @@ What each scenario measures (the same for the three protocols unless said):
   keeps W publishes unanswered (``--windows``) and each ``publish_response`` completes one: publishes/s and the
   publish -> ``publish_response`` time.
 
+Acks (fastport ``ack``, MQTT PUBACK) are one frame per delivery, and the frames answering one read leave in one
+``write`` (``Client.reply``), so the load generator does not spend a system call per delivery.
+
 ``--publish-cap R`` paces each publisher to at most R publishes/s (``Pacer``): fastport refuses publishes over its
 per-connection publish rate limit and closes a connection that keeps trying.
 """
