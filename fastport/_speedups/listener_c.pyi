@@ -7,7 +7,7 @@ from picows import WSFrame, WSListener, WSTransport
 
 __all__ = ["FrameListener"]
 
-class FrameListener(WSListener):  # type: ignore[misc]
+class FrameListener(WSListener):
     heard: bool
     fragments: list[bytes] | None
     receiver: Callable[[Any, bytes], None] | None

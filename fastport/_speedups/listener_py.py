@@ -30,7 +30,7 @@ __all__ = ["FrameListener"]
 _TEXT = WSMsgType.TEXT
 
 
-class FrameListener(WSListener):  # type: ignore[misc]
+class FrameListener(WSListener):
     """A picows listener that hands whole text frames to ``receiver(target, payload)``."""
 
     __slots__ = ("fragments", "heard", "receiver", "target")
