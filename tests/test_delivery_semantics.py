@@ -343,8 +343,8 @@ async def test_no_redelivery_while_the_previous_copy_is_still_unsent(
     for _ in range(24):  # 12 MiB: more than the kernel's loopback buffers take
         publisher.publish("bulk", data=big)
         await publisher.recv_type("publish_response")
-    (listener,) = [item for item in server._listeners if item._conn.subscriber is not None
-                   and "bulk" in item._conn.subscriber.filters]
+    (listener,) = [item for item in server._listeners if item.target.subscriber is not None
+                   and "bulk" in item.target.subscriber.filters]
     assert listener.backlog > 0
     await asyncio.sleep(0.7)  # three retry intervals
     assert listener.backlog > 0

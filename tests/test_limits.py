@@ -162,7 +162,7 @@ async def test_slow_consumer_is_bounded_then_closed_while_others_keep_up(slow_se
             if frame.get("qos") != 0:
                 fast.send({"type": "ack", "topic": "feed", "messageId": frame["messageId"]})
         (slow_listener,) = [item for item in server._listeners if item.paused]
-        subscriber = slow_listener._conn.subscriber
+        subscriber = slow_listener.target.subscriber
         assert subscriber.queued_bytes <= 1 << 20  # its queue is bounded ...
         assert slow_listener.backlog <= (256 << 10) + 2 * (129 << 10)  # ... and so is its socket buffer
         assert server.broker.delivery.dropped_qos0 > 0 and server.broker.delivery.queue_overflows > 0

@@ -24,7 +24,7 @@ from fastport.server.admin import AdminAuth, load_or_create_token, token_path
 from fastport.server.front import FrontProtocol, make_ws_protocol
 from fastport.server.http import RestApi
 from fastport.server.idle import IdleSweeper
-from fastport.server.ws import BrokerListener
+from fastport.server.ws import BrokerListener, ListenerShared
 
 logger = logging.getLogger("fastport.server")
 
@@ -76,6 +76,7 @@ class FastportServer:
         api = RestApi(broker, admin, counters, metrics_open=config.metrics_open)
         flusher = Flusher(loop.call_soon)
         live: set[BrokerListener] = set()
+        shared = ListenerShared(broker, flusher, live, config.max_frame_size, counters)
         allowed_origins = frozenset(config.allowed_origins)
 
         def ws_factory(remote: str) -> WSProtocol:
@@ -87,10 +88,7 @@ class FastportServer:
                         logger.info("refused upgrade from %s: origin %r not allowed", remote, origin[:200])
                         response = WSUpgradeResponse.create_error_response(403, b"origin not allowed")
                         return WSUpgradeResponseWithListener(response, None)
-                return BrokerListener(
-                    broker, flusher, live, config.max_frame_size, remote,
-                    counters=counters,
-                )
+                return BrokerListener(shared, remote)
 
             return make_ws_protocol(
                 listener_factory,

@@ -41,29 +41,49 @@ def _dropped(payload: bytes) -> None:
     """``send`` of a connection not connected (yet or any more): the frame is dropped."""
 
 
+class ListenerShared:
+    """What every connection's listener of one server shares (one object, not one slot each)."""
+
+    __slots__ = ("broker", "counters", "flusher", "live", "max_message_size", "receive")
+
+    def __init__(
+        self,
+        broker: Broker,
+        flusher: Flusher,
+        live: set[BrokerListener],
+        max_message_size: int,
+        counters: ServerCounters | None = None,
+    ) -> None:
+        self.broker = broker
+        self.flusher = flusher
+        #: Every connected listener (the idle sweep and shutdown walk it).
+        self.live = live
+        self.max_message_size = max_message_size
+        self.counters = counters
+        #: ``broker.receive``, bound once for every listener's ``receiver``.
+        self.receive = broker.receive
+
+
 class BrokerListener(FrameListener):
     """One WebSocket connection, adapted to the broker.
 
     Whole text frames go from ``FrameListener`` (a compiled twin in ``fastport._speedups``)
     straight to ``Broker.receive``; this class handles every other frame and the ``Sink`` side.
+    ``target`` (a ``FrameListener`` field) is the broker's ``Connection`` once connected.
 
     ``_outbox`` is set from ``on_ws_connected`` until ``on_ws_disconnected`` (where picows has
     just set ``is_disconnected``). ``send`` is the outbox's own ``text`` meanwhile (a C call on
     the compiled twin, once per delivery), ``_dropped`` otherwise; frames queued after a close
-    frame went out are dropped at the flush (``_write``).
+    frame went out are dropped at the flush (``_write``). Per-connection state is kept to these
+    slots: 10,000 idle connections are part of the memory budget.
     """
 
     __slots__ = (
-        "_broker",
-        "_conn",
-        "_counters",
-        "_flusher",
         "_fragment_size",
         "_fragment_type",
-        "_live",
-        "_max_message_size",
         "_outbox",
         "_remote",
+        "_shared",
         "_slow_timer",
         "_transport",
         "idle_since",
@@ -72,47 +92,33 @@ class BrokerListener(FrameListener):
         "send",
     )
 
-    def __init__(
-        self,
-        broker: Broker,
-        flusher: Flusher,
-        live: set[BrokerListener],
-        max_message_size: int,
-        remote: str,
-        *,
-        counters: ServerCounters | None = None,
-    ) -> None:
+    def __init__(self, shared: ListenerShared, remote: str) -> None:
         super().__init__()
-        self._broker = broker
-        self._live = live
-        self._flusher = flusher
-        self._max_message_size = max_message_size
+        self._shared = shared
         self._remote = remote
         self._transport: WSTransport | None = None
         self._outbox: Outbox | None = None
         #: Queue one text frame (the broker's ``Sink.send``).
         self.send: Callable[[bytes], None] = _dropped
-        self._conn: Connection | None = None
         self._fragment_type = _TEXT
         self._fragment_size = 0
         self.paused = False
         self.idle_since = 0.0
         self.ping_sent_at: float | None = None
         self._slow_timer: asyncio.TimerHandle | None = None
-        self._counters = counters
 
     # ------------------------------------------------------------- picows events
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._transport = transport
         # Over this many queued bytes the transport calls pause_writing: a slow consumer.
-        transport.underlying_transport.set_write_buffer_limits(high=self._broker.limits.outbound_buffer_limit)
-        self._outbox = Outbox(self._write, self._flusher)
+        shared = self._shared
+        transport.underlying_transport.set_write_buffer_limits(high=shared.broker.limits.outbound_buffer_limit)
+        self._outbox = Outbox(self._write, shared.flusher)
         self.send = self._outbox.text
-        self._conn = self._broker.connect(self, self._remote)
-        self.target = self._conn
-        self.receiver = self._broker.receive
-        self._live.add(self)
+        self.target = shared.broker.connect(self, self._remote)
+        self.receiver = shared.receive
+        shared.live.add(self)
         # picows keeps the upgrade request and response for the connection's life (read-only
         # attributes); nothing reads their headers after the upgrade, so free them.
         transport.request.headers.clear()
@@ -134,16 +140,17 @@ class BrokerListener(FrameListener):
         if self._slow_timer is not None:
             self._slow_timer.cancel()
             self._slow_timer = None
-        self._live.discard(self)
+        self._shared.live.discard(self)
         if self._outbox is not None:
             self._outbox.discard()
             self._outbox = None
         self.send = _dropped
-        if self._conn is not None:
+        conn: Connection | None = self.target
+        if conn is not None:
             handshake = transport.close_handshake
             received = handshake.recv if handshake is not None else None
             clean = received is not None and getattr(received.code, "value", received.code) == CloseCode.NORMAL
-            self._broker.disconnect(self._conn, clean=clean)
+            self._shared.broker.disconnect(conn, clean=clean)
 
     def send_ping(self) -> None:
         """Ping the peer (the idle sweeper found it silent)."""
@@ -158,7 +165,7 @@ class BrokerListener(FrameListener):
         """The peer reads slower than we write: hold QoS 1 in its queue, drop QoS 0, close it if it lasts."""
         self.paused = True
         if self._slow_timer is None:
-            grace_s = self._broker.limits.slow_consumer_grace_s
+            grace_s = self._shared.broker.limits.slow_consumer_grace_s
             self._slow_timer = asyncio.get_running_loop().call_later(grace_s, self._on_slow_consumer)
 
     def resume_writing(self) -> None:
@@ -166,14 +173,14 @@ class BrokerListener(FrameListener):
         if self._slow_timer is not None:
             self._slow_timer.cancel()
             self._slow_timer = None
-        if self._conn is not None:
-            self._broker.writable(self._conn)
+        if self.target is not None:
+            self._shared.broker.writable(self.target)
 
     def _on_slow_consumer(self) -> None:
         self._slow_timer = None
         if self.paused:
-            self._broker.slow_consumer_closes += 1
-            logger.warning("closing connection #%s: slow consumer", self._conn.id if self._conn else "?")
+            self._shared.broker.slow_consumer_closes += 1
+            logger.warning("closing connection #%s: slow consumer", self.target.id if self.target else "?")
             self._close_now(CloseCode.SLOW_CONSUMER, "slow consumer: outbound buffer over its limit for too long")
 
     def _on_close_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -191,8 +198,8 @@ class BrokerListener(FrameListener):
             transport.disconnect()
 
     def _protocol_error(self, reason: str) -> None:
-        if self._counters is not None:
-            self._counters.ws_protocol_errors += 1
+        if self._shared.counters is not None:
+            self._shared.counters.ws_protocol_errors += 1
         self.close(CloseCode.PROTOCOL_ERROR, reason)
 
     def _on_data_frame(self, msg_type: WSMsgType, frame: WSFrame) -> None:
@@ -209,24 +216,23 @@ class BrokerListener(FrameListener):
             self._fragment_type = msg_type
             self._fragment_size = 0
         self._fragment_size += frame.payload_size
-        if self._fragment_size > self._max_message_size:
-            if self._counters is not None:
-                self._counters.ws_message_too_big += 1
-            self.close(
-                CloseCode.MESSAGE_TOO_BIG, f"message too big: {self._fragment_size} > {self._max_message_size}"
-            )
+        limit = self._shared.max_message_size
+        if self._fragment_size > limit:
+            if self._shared.counters is not None:
+                self._shared.counters.ws_message_too_big += 1
+            self.close(CloseCode.MESSAGE_TOO_BIG, f"message too big: {self._fragment_size} > {limit}")
             return
         fragments.append(frame.get_payload_as_bytes())
         if not frame.fin:
             return
         self.fragments = None
         payload = b"".join(fragments)
-        conn = self._conn
+        conn = self.target
         assert conn is not None
         if self._fragment_type is _TEXT:
-            self._broker.receive(conn, payload)
+            self._shared.broker.receive(conn, payload)
         else:
-            self._broker.receive_binary(conn, payload)
+            self._shared.broker.receive_binary(conn, payload)
 
     # ------------------------------------------------------------ the broker's Sink
 
