@@ -18,7 +18,7 @@ Rules (``docs/protocol.md`` §6):
   ``maxQueuedBytes``); overflow follows ``queueOverflow`` and is counted and reported.
 * A publish whose (session, messageId) was accepted within the dedupe window is not fanned
   out again. The window lasts as long as the message may live (its expiry, else retries
-  times interval), bounded per session by ``DEDUPE_CAPACITY`` ids.
+  times interval), bounded per session by ``DEDUPE_CAPACITY`` ids (``fastport.broker.dedupe``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from fastport._speedups import Inflight, fan_out
 from fastport.broker.histogram import LatencyHistogram
@@ -45,9 +45,6 @@ if TYPE_CHECKING:
     from fastport.engines.sqlite import SqliteStore
 
 logger = logging.getLogger("fastport.delivery")
-
-#: Message ids remembered per session for dedupe, at most.
-DEDUPE_CAPACITY: Final = 100_000
 
 
 class Message:
@@ -179,7 +176,7 @@ class Delivery:
             if origin is None:
                 self._duplicate(held, publisher)
             return
-        self._prune_recent(session, now)
+        recent.prune(now)
         timestamp = publish.timestamp if publish.timestamp is not None else int(time.time() * 1000)
         session.seq += 1
         message = Message(session, publish, timestamp, session.seq, publisher, now)
@@ -212,8 +209,7 @@ class Delivery:
         message.delivered_to = delivered
         self.delivery_latency.observe_many_immediate(sent_now + self.deliveries - sent_before)
         self.published += 1
-        recent.pop(publish.message_id, None)
-        recent[publish.message_id] = message
+        recent.remember(message)
         if self.store is not None:
             self._store_message(message, publish if durable_targets else None, timestamp, delivered)
         if self.engine is not None and origin is None:
@@ -296,15 +292,6 @@ class Delivery:
     def _wall_ms(self, monotonic_ms: int) -> int:
         """Wall-clock epoch ms of a scheduler time (what the store keeps)."""
         return monotonic_ms + int(time.time() * 1000) - self._scheduler.now_ms()
-
-    def _prune_recent(self, session: Session, now_ms: int) -> None:
-        recent = session.recent
-        while recent:
-            oldest_id = next(iter(recent))
-            oldest = recent[oldest_id]
-            if oldest.dedupe_until_ms > now_ms and len(recent) < DEDUPE_CAPACITY:
-                return
-            del recent[oldest_id]
 
     def _retain(self, session: Session, publish: Publish, timestamp: int | float) -> None:
         retained = session.retained

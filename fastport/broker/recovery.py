@@ -92,7 +92,7 @@ def restore(broker: Broker, store: SqliteStore, snapshot: Snapshot) -> RestoreRe
         message.dedupe_until_ms = to_mono(dedupe_until)
         message.delivered_to = delivered_to
         message.acked = bool(acked)
-        session.recent[message_id] = message
+        session.recent.remember(message)
         if data is None:
             message.frame = message.publish = None
         else:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Final
 import orjson
 
 from fastport.broker import credentials
+from fastport.broker.dedupe import DedupeWindow
 from fastport.broker.index import SubscriberIndex
 from fastport.config import SessionSettings
 from fastport.errors import AuthError, ErrorCode, SessionError
@@ -25,7 +26,6 @@ from fastport.errors import AuthError, ErrorCode, SessionError
 if TYPE_CHECKING:
     from fastport.engines.redis import RedisEngine
     from fastport.broker.connection import Connection
-    from fastport.broker.delivery import Message
     from fastport.broker.subscriber import Subscriber
     from fastport.protocol.frames import Publish
 
@@ -65,7 +65,7 @@ class Session:
         #: Subscribers by clientId (durable ones stay here while offline).
         self.clients: dict[str, Subscriber] = {}
         #: Accepted messages by messageId, oldest first: the dedupe window (live ones included).
-        self.recent: dict[str, Message] = {}
+        self.recent = DedupeWindow()
         #: Last retained publish per topic, with its timestamp.
         self.retained: dict[str, tuple[Publish, int | float]] = {}
         self.seq = 0
