@@ -658,7 +658,10 @@ def write_report(path: Path, args: argparse.Namespace, info: dict[str, str], bro
             "127.0.0.1; fastport speaks its JSON frames, Mosquitto MQTT 3.1.1 (subprotocol `mqtt`), NATS its text "
             "protocol. **Broker CPU** is utime+stime of the broker process over the measured window "
             "(`/proc/PID/stat`), divided by deliveries. **Load generator CPU %** near 100 means the load generator, "
-            "not the broker, set the pace (one Python process saturates near 125k deliveries/s). NATS core has no "
+            "not the broker, set the pace (one Python process saturates near 220k fastport deliveries/s); a broker "
+            "that is not saturated handles smaller batches per loop iteration and spends more CPU per delivery than "
+            "it would at full load. Subscribers send one ack frame per delivery, and the acks answering one read "
+            "leave in one write (`bench/README.md`). NATS core has no "
             "acknowledgements: its rows are fire-and-forget (S3: request/reply), so they are a lower bound on cost, "
             "not like for like.", ""]
     if "s1" in args.scenario_list:
