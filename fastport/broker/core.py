@@ -509,7 +509,12 @@ class Broker:
         if self.store is not None:
             self.save_session(session)
             committed = self.loop.create_future()
-            self.store.after_commit(lambda: committed.done() or committed.set_result(None))
+
+            def resolve() -> None:
+                if not committed.done():
+                    committed.set_result(None)
+
+            self.store.after_commit(resolve)
             await committed
         logger.info("session %r created", name)
         return session, secret_key

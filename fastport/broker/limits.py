@@ -111,7 +111,7 @@ class AuthThrottle:
             return None
         if count < self._free:
             return 0.0
-        return min(0.1 * 2 ** (count - self._free), 5.0)
+        return min(0.1 * 2.0 ** (count - self._free), 5.0)
 
     def failed(self, keys: tuple[str, ...], now_s: float) -> None:
         """Record one failed ``init`` for each of ``keys``."""

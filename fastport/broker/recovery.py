@@ -54,12 +54,12 @@ def restore(broker: Broker, store: SqliteStore, snapshot: Snapshot) -> RestoreRe
         if settings.expires_at_ms is not None and settings.expires_at_ms <= now_wall:
             store.delete_session(name)
             continue
-        session = Session(name, PasswordHash(salt=salt, digest=digest), secret, settings)
-        session.suspended = suspended
-        broker.sessions.restore(session)
-        sessions[name] = session
+        restored = Session(name, PasswordHash(salt=salt, digest=digest), secret, settings)
+        restored.suspended = suspended
+        broker.sessions.restore(restored)
+        sessions[name] = restored
         if settings.expires_at_ms is not None:
-            broker.arm_session_expiry(session)
+            broker.arm_session_expiry(restored)
 
     delivery = broker.delivery
     subscribers: dict[tuple[str, str], Subscriber] = {}
@@ -100,12 +100,12 @@ def restore(broker: Broker, store: SqliteStore, snapshot: Snapshot) -> RestoreRe
 
     per_subscriber: dict[Subscriber, list[tuple[Message, int, bool]]] = defaultdict(list)
     for session_name, client_id, message_id, attempts, sent in snapshot.targets:
-        subscriber = subscribers.get((session_name, client_id))
-        message = held.get((session_name, message_id))
-        if subscriber is None or message is None:
+        client = subscribers.get((session_name, client_id))
+        held_message = held.get((session_name, message_id))
+        if client is None or held_message is None:
             store.delete_target(session_name, client_id, message_id)
             continue
-        per_subscriber[subscriber].append((message, attempts, sent))
+        per_subscriber[client].append((held_message, attempts, sent))
     for subscriber, targets in per_subscriber.items():
         targets.sort(key=lambda target: target[0].seq)
         for message, attempts, sent in targets:

@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass
 
 from fastport.client.client import Client
+from fastport.client.crypto import EnvelopeVersion
 from fastport.client.errors import ClientError
 from fastport.errors import ConfigError
 
@@ -61,7 +62,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
 
 
 def _client(settings: Settings) -> Client:
-    envelope = "v1" if settings.envelope == "v1" else "v2"
+    envelope: EnvelopeVersion = "v1" if settings.envelope == "v1" else "v2"
     return Client(settings.url, settings.session, settings.password, settings.key, envelope=envelope)
 
 

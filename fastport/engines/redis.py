@@ -35,12 +35,13 @@ import asyncio
 import logging
 import secrets
 from collections import deque
-from collections.abc import Coroutine
-from typing import Any, Final, Protocol
+from collections.abc import Coroutine, Mapping
+from typing import Any, Final, Protocol, cast
 
 import orjson
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from fastport.errors import ConfigError, EngineUnavailable
 
@@ -51,6 +52,10 @@ STREAM_LENGTH: Final = 100_000
 BATCH: Final = 500
 BACKOFF_S: Final = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 HANDOVER_TIMEOUT_S: Final = 3.0
+
+#: What XREAD answers this client (RESP2, no decode_responses): per stream, its name and its
+#: entries as (id, fields).
+_XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 
 class EngineHandler(Protocol):
@@ -113,7 +118,7 @@ class RedisEngine:
             newest = await self._redis.xrevrange(self.key("publish"), count=1)
         except (RedisError, OSError) as exc:
             raise ConfigError(f"engine {self.url}: Redis does not answer: {exc}") from None
-        self._stream_start: bytes = newest[0][0] if newest else b"0-0"
+        self._stream_start = cast(bytes, newest[0][0]) if newest else b"0-0"
         self.connected = True
         self._tasks = [
             asyncio.create_task(self._send_loop()),
@@ -198,7 +203,7 @@ class RedisEngine:
         attempt = 0
         while True:
             try:
-                replies = await self._redis.xread({stream: last_id}, count=BATCH, block=1000)
+                replies = cast(_XReadReply, await self._redis.xread({stream: last_id}, count=BATCH, block=1000))
             except (RedisError, OSError) as exc:
                 self._outage("read stream", exc)
                 await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
@@ -230,7 +235,7 @@ class RedisEngine:
                 attempt += 1
             finally:
                 try:
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis leaves PubSub.aclose unannotated
                 except (RedisError, OSError):
                     pass
 
@@ -272,7 +277,7 @@ class RedisEngine:
         try:
             if not await self._redis.hsetnx(key, "salt", fields["salt"]):
                 return False
-            await self._redis.hset(key, mapping=fields)
+            await self._redis.hset(key, mapping=cast(Mapping[FieldT, EncodableT], fields))
         except (RedisError, OSError) as exc:
             self._outage("create session", exc)
             raise EngineUnavailable("session store unavailable, try again") from None
@@ -285,7 +290,7 @@ class RedisEngine:
             EngineUnavailable: Redis cannot be reached.
         """
         try:
-            fields: dict[bytes, bytes] = await self._redis.hgetall(self.key("session", name))
+            fields = cast(dict[bytes, bytes], await self._redis.hgetall(self.key("session", name)))
         except (RedisError, OSError) as exc:
             self._outage("load session", exc)
             raise EngineUnavailable("session store unavailable, try again") from None
@@ -354,7 +359,7 @@ class RedisEngine:
     async def fetch_durable(self, session_name: str, client_id: str) -> dict[str, Any] | None:
         """Take a durable client over from the node that holds it; None if no node does (or answers)."""
         try:
-            owner = await self._redis.get(self._durable_key(session_name, client_id))
+            owner = cast(bytes | None, await self._redis.get(self._durable_key(session_name, client_id)))
         except (RedisError, OSError) as exc:
             self._outage("find durable client", exc)
             return None

@@ -9,7 +9,7 @@ import signal
 from typing import Final
 
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
-from picows.picows import WSProtocol
+from picows.picows import WSProtocol  # type: ignore[attr-defined]  # real class, missing from picows's stub
 
 from fastport import _speedups
 from fastport._speedups import Flusher

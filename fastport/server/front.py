@@ -18,7 +18,7 @@ from typing import Any, Final, cast
 
 import httptools
 from picows import WSAutoPingStrategy, WSListener, WSUpgradeRequest, WSUpgradeResponseWithListener
-from picows.picows import WSProtocol
+from picows.picows import WSProtocol  # type: ignore[attr-defined]  # real class, missing from picows's stub
 
 from fastport.errors import ErrorCode, FrameTooLarge, ProtocolError
 from fastport.metrics import ServerCounters

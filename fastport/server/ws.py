@@ -190,9 +190,9 @@ class BrokerListener(FrameListener):
             # No status code: answer 1000 (picows would put a literal 0 on the wire).
             transport.send_close(WSCloseCode.OK)
             transport.disconnect()
-        elif not valid_close_code(int(frame.get_close_code())):
+        elif not valid_close_code(frame.get_close_code().value):
             # picows lets 0, 1006 and >= 5000 through; none may be sent by a peer.
-            self._protocol_error(f"invalid close code {int(frame.get_close_code())}")
+            self._protocol_error(f"invalid close code {frame.get_close_code().value}")
         else:
             transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
@@ -264,7 +264,8 @@ class BrokerListener(FrameListener):
         if self._outbox is not None:
             self._outbox.flush()
         if not transport.is_close_frame_sent:
-            transport.send_close(WSCloseCode(code) if code < 3000 else code, reason.encode("utf-8")[:123])
+            transport.send_close(WSCloseCode(code) if code < 3000 else code,  # type: ignore[arg-type]  # picows takes any int
+                                 reason.encode("utf-8")[:123])
         transport.disconnect()
 
     def _close_now(self, code: int, reason: str) -> None:
@@ -275,5 +276,6 @@ class BrokerListener(FrameListener):
         if self._outbox is not None:
             self._outbox.discard()
         if not transport.is_close_frame_sent:
-            transport.send_close(WSCloseCode(code) if code < 3000 else code, reason.encode("utf-8")[:123])
+            transport.send_close(WSCloseCode(code) if code < 3000 else code,  # type: ignore[arg-type]  # picows takes any int
+                                 reason.encode("utf-8")[:123])
         transport.disconnect(graceful=False)
