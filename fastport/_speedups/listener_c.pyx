@@ -10,7 +10,7 @@ runs with (``pyproject.toml`` pins it for both).
 """
 
 cimport cython
-from picows.picows cimport WSFrame, WSListener, WSMsgType, WSTransport
+from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 __all__ = ["FrameListener"]
 
@@ -44,5 +44,9 @@ cdef class FrameListener(WSListener):
             self.on_other_frame(transport, frame)
 
     def on_other_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        """Handle a frame the fast path does not take (subclasses implement it)."""
-        raise NotImplementedError
+        """Handle a frame the fast path does not take: here, refuse it with close 1003.
+
+        A subclass that handles control frames, fragments or binary data overrides this.
+        """
+        transport.send_close(WSCloseCode.UNSUPPORTED_DATA, b"unsupported frame")
+        transport.disconnect()

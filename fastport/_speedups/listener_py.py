@@ -3,7 +3,8 @@
 picows calls ``on_ws_frame`` once per received frame. Nearly every frame a broker receives is a
 whole text message (one ``ack`` per delivery, one ``publish`` per message), so that case is
 handed straight to ``receiver(target, payload)``; everything else (fragments, control frames,
-binary frames, reserved bits) goes to ``on_other_frame``, which a subclass implements.
+binary frames, reserved bits) goes to ``on_other_frame``, which refuses it with close 1003
+(unsupported data) unless a subclass handles it.
 
 Rules:
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from picows import WSFrame, WSListener, WSMsgType, WSTransport
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 __all__ = ["FrameListener"]
 
@@ -61,5 +62,9 @@ class FrameListener(WSListener):
             self.on_other_frame(transport, frame)
 
     def on_other_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        """Handle a frame the fast path does not take (subclasses implement it)."""
-        raise NotImplementedError
+        """Handle a frame the fast path does not take: here, refuse it with close 1003.
+
+        A subclass that handles control frames, fragments or binary data overrides this.
+        """
+        transport.send_close(WSCloseCode.UNSUPPORTED_DATA, b"unsupported frame")
+        transport.disconnect()

@@ -6,11 +6,12 @@ same class behind real sockets.
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from picows import WSMsgType
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect, ws_create_server
 from picows.picows import _make_test_ws_frame
 
 TRANSPORT = None  # the listener passes it through to on_other_frame untouched
@@ -103,7 +104,32 @@ def test_receiver_errors_propagate(speedups: SimpleNamespace) -> None:
         listener.on_ws_frame(TRANSPORT, frame())
 
 
-def test_on_other_frame_must_be_implemented(speedups: SimpleNamespace) -> None:
-    bare = speedups.FrameListener()
-    with pytest.raises(NotImplementedError):
-        bare.on_ws_frame(TRANSPORT, frame(msg_type=WSMsgType.BINARY))
+async def test_by_default_other_frames_are_refused_with_1003(speedups: SimpleNamespace) -> None:
+    """A real picows server whose listener handles nothing but the fast path, and a real client."""
+    received: list[bytes] = []
+
+    class TextOnly(speedups.FrameListener):  # type: ignore[misc,name-defined]
+        __slots__ = ()
+
+        def on_ws_connected(self, transport: WSTransport) -> None:
+            self.target = "conn"
+            self.receiver = lambda target, payload: received.append(payload)
+
+    class Client(WSListener):  # type: ignore[misc]
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            """Frames from the server: only its close frame is expected."""
+
+    server = await ws_create_server(lambda _request: TextOnly(), "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await ws_connect(Client, f"ws://127.0.0.1:{port}/")
+        transport.send(WSMsgType.TEXT, b"taken")
+        transport.send(WSMsgType.BINARY, b"refused")
+        await asyncio.wait_for(transport.wait_disconnected(), 5)
+        assert received == [b"taken"]
+        handshake = transport.close_handshake
+        assert handshake is not None and handshake.recv is not None
+        assert int(handshake.recv.code) == WSCloseCode.UNSUPPORTED_DATA
+    finally:
+        server.close()
+        await server.wait_closed()
