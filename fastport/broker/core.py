@@ -210,10 +210,7 @@ class Broker:
             self._reject(conn, exc)
             return
         if message_id is not None:
-            try:
-                self.delivery.ack(conn.subscriber, message_id)  # type: ignore[arg-type]  # OPEN: it has one
-            except ProtocolError as exc:
-                self._reject(conn, exc, None, messageId=message_id)
+            self._ack(conn, message_id)
             return
         try:
             self._handlers[type(frame)](conn, frame)
@@ -463,7 +460,7 @@ class Broker:
         self._ack(conn, frame.message_id)
 
     def _ack(self, conn: Connection, message_id: str) -> None:
-        """The hot path of every delivery's ack (``receive`` calls it without building a frame)."""
+        """Record an ack of an OPEN connection (``receive`` calls it for acks without building a frame)."""
         try:
             self.delivery.ack(conn.subscriber, message_id)  # type: ignore[arg-type]  # OPEN: it has one
         except ProtocolError as exc:
