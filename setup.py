@@ -38,9 +38,7 @@ def _ext_modules() -> list[Extension]:
     ]
     annotate = os.environ.get("FASTPORT_CYTHON_ANNOTATE") == "1"
     # An annotate build regenerates the C even when the .pyx is unchanged, to write the .html.
-    compiled = cythonize(
-        extensions, compiler_directives=_DIRECTIVES, annotate=annotate, force=annotate
-    )
+    compiled = cythonize(extensions, compiler_directives=_DIRECTIVES, annotate=annotate, force=annotate)
     # cythonize copies the extensions; keep them optional so a failed compile is not fatal.
     for extension in compiled:
         extension.optional = True

@@ -156,8 +156,9 @@ class Client(WSListener):  # type: ignore[misc]
     @classmethod
     async def open(cls, name: str) -> Client:
         headers = {"Sec-WebSocket-Protocol": cls.subprotocol} if cls.subprotocol else None
-        _, client = await ws_connect(cls, cls.url, extra_headers=headers, read_buffer_init_size=4096,
-                                     websocket_handshake_timeout=30)
+        _, client = await ws_connect(
+            cls, cls.url, extra_headers=headers, read_buffer_init_size=4096, websocket_handshake_timeout=30
+        )
         await client.start(name)
         return client
 
@@ -263,8 +264,9 @@ class FastportClient(Client):
 
     async def start(self, name: str) -> None:
         assert self.transport is not None
-        self.transport.send(WSMsgType.TEXT, orjson.dumps(
-            {"type": "init", "sessionName": self.session, "password": self.password}))
+        self.transport.send(
+            WSMsgType.TEXT, orjson.dumps({"type": "init", "sessionName": self.session, "password": self.password})
+        )
         answer = await self._wait()
         if not answer.get("success"):
             raise RuntimeError(f"init failed: {answer}")
@@ -280,8 +282,11 @@ class FastportClient(Client):
         assert self.transport is not None
         # The payload is ASCII without quotes or backslashes, so it goes into the JSON string as is.
         self._unanswered.append(str(key))
-        self.transport.send(WSMsgType.TEXT, b'{"type":"publish","topic":"%s","data":"%s","messageId":"%s"}'
-                            % (topic.encode(), payload, str(key).encode()))
+        self.transport.send(
+            WSMsgType.TEXT,
+            b'{"type":"publish","topic":"%s","data":"%s","messageId":"%s"}'
+            % (topic.encode(), payload, str(key).encode()),
+        )
 
 
 class MQTTClient(Client):
@@ -351,12 +356,12 @@ class NATSClient(Client):
             if eol < 0:
                 break
             if buffer.startswith(b"MSG ", pos):
-                parts = buffer[pos + 4:eol].split(b" ")
+                parts = buffer[pos + 4 : eol].split(b" ")
                 size = int(parts[-1])
                 start = eol + 2
                 if start + size + 2 > end:
                     break
-                self.on_message(buffer[start:start + size], parts)
+                self.on_message(buffer[start : start + size], parts)
                 pos = start + size + 2
                 continue
             line = buffer[pos:eol]
@@ -375,8 +380,17 @@ class NATSClient(Client):
     async def start(self, name: str) -> None:
         assert self.transport is not None
         await asyncio.wait_for(self._info, 30)
-        connect = orjson.dumps({"verbose": False, "pedantic": False, "protocol": 1, "name": name,
-                                "lang": "python", "version": "0", "headers": False})
+        connect = orjson.dumps(
+            {
+                "verbose": False,
+                "pedantic": False,
+                "protocol": 1,
+                "name": name,
+                "lang": "python",
+                "version": "0",
+                "headers": False,
+            }
+        )
         self.transport.send(WSMsgType.BINARY, b"CONNECT " + connect + b"\r\nPING\r\n")
         await self._wait()
 
@@ -465,8 +479,11 @@ class Window:
 
     def end(self) -> dict[str, float]:
         wall = time.perf_counter() - self.wall0
-        result = {"wall_s": wall, "broker_cpu_s": self._cpu() - self.cpu0,
-                  "loadgen_cpu_pct": 100.0 * (time.process_time() - self.own0) / wall}
+        result = {
+            "wall_s": wall,
+            "broker_cpu_s": self._cpu() - self.cpu0,
+            "loadgen_cpu_pct": 100.0 * (time.process_time() - self.own0) / wall,
+        }
         if self.aux:
             result["aux_cpu_s"] = broker_cpu_s(self.aux) - self.aux0
         return result
@@ -536,11 +553,17 @@ async def scenario_fanout(cls: type[Client], args: argparse.Namespace, tag: str)
     await asyncio.sleep(0.5)
     errors = sum(c.errors for c in subscribers) + publisher.errors
     close_all([*subscribers, publisher])
-    result.update(deliveries=deliveries, deliveries_per_s=deliveries / result["wall_s"],
-                  messages_per_s=(counters["completed"] - start["completed"]) / result["wall_s"],
-                  cpu_us_per_delivery=1e6 * result["broker_cpu_s"] / max(1, deliveries),
-                  stalled=len(remaining), errors=errors, rejected=publisher.rejected, window=args.window,
-                  subscribers=args.subscribers)
+    result.update(
+        deliveries=deliveries,
+        deliveries_per_s=deliveries / result["wall_s"],
+        messages_per_s=(counters["completed"] - start["completed"]) / result["wall_s"],
+        cpu_us_per_delivery=1e6 * result["broker_cpu_s"] / max(1, deliveries),
+        stalled=len(remaining),
+        errors=errors,
+        rejected=publisher.rejected,
+        window=args.window,
+        subscribers=args.subscribers,
+    )
     return result
 
 
@@ -586,17 +609,22 @@ async def scenario_latency(cls: type[Client], args: argparse.Namespace, tag: str
     close_all([*subscribers, publisher])
     deliveries = len(samples)
     result.update(percentiles(samples))
-    result.update(rate=rate, subscribers=args.latency_subscribers, deliveries=deliveries,
-                  expected=(sent - first_sent) * args.latency_subscribers,
-                  cpu_us_per_delivery=1e6 * result["broker_cpu_s"] / max(1, deliveries))
+    result.update(
+        rate=rate,
+        subscribers=args.latency_subscribers,
+        deliveries=deliveries,
+        expected=(sent - first_sent) * args.latency_subscribers,
+        cpu_us_per_delivery=1e6 * result["broker_cpu_s"] / max(1, deliveries),
+    )
     return result
 
 
 SEQ_STRIDE = 1_000_000_000  # seq = publisher index * SEQ_STRIDE + n, so a reply finds its publisher
 
 
-async def scenario_roundtrip(cls: type[Client], args: argparse.Namespace, tag: str, window_size: int,
-                             publishers: int = 1) -> dict[str, Any]:
+async def scenario_roundtrip(
+    cls: type[Client], args: argparse.Namespace, tag: str, window_size: int, publishers: int = 1
+) -> dict[str, Any]:
     """S3; with ``publishers`` > 1 the window is split evenly over that many publisher connections."""
     topic = f"bench/{tag}/rt"
     reply_topics = [f"bench/{tag}/reply{i}" for i in range(publishers)]
@@ -642,6 +670,7 @@ async def scenario_roundtrip(cls: type[Client], args: argparse.Namespace, tag: s
         return int(key.rsplit("-", 1)[1])
 
     for i, pub in enumerate(pubs):
+
         def refused(key: str, i: int = i) -> None:
             sent_at[i].pop(seq_of(key), None)
             pacers[i].refused()
@@ -676,8 +705,13 @@ async def scenario_roundtrip(cls: type[Client], args: argparse.Namespace, tag: s
     result["rejected"] = sum(pub.rejected for pub in pubs)
     result["stalled"] = sum(len(pending) for pending in sent_at)
     result.update(percentiles(samples))
-    result.update(window=window_size, publishers=publishers, messages=done, messages_per_s=done / result["wall_s"],
-                  cpu_us_per_message=1e6 * result["broker_cpu_s"] / max(1, done))
+    result.update(
+        window=window_size,
+        publishers=publishers,
+        messages=done,
+        messages_per_s=done / result["wall_s"],
+        cpu_us_per_message=1e6 * result["broker_cpu_s"] / max(1, done),
+    )
     return result
 
 
@@ -754,11 +788,18 @@ async def scenario_crossnode(args: argparse.Namespace, tag: str) -> dict[str, An
     close_all([*subscribers, publisher])
     for name, half in (("a", samples[0]), ("b", samples[1])):
         result.update({f"{name}_{key}": value for key, value in percentiles(half).items()})
-    result.update(deliveries=deliveries, deliveries_per_s=deliveries / result["wall_s"],
-                  messages_per_s=(counters["completed"] - start["completed"]) / result["wall_s"],
-                  cpu_us_per_delivery=1e6 * result["broker_cpu_s"] / max(1, deliveries),
-                  stalled=len(remaining), errors=errors, rejected=publisher.rejected, window=args.s6_window,
-                  subscribers=args.subscribers, cross_node=bool(args.url_b))
+    result.update(
+        deliveries=deliveries,
+        deliveries_per_s=deliveries / result["wall_s"],
+        messages_per_s=(counters["completed"] - start["completed"]) / result["wall_s"],
+        cpu_us_per_delivery=1e6 * result["broker_cpu_s"] / max(1, deliveries),
+        stalled=len(remaining),
+        errors=errors,
+        rejected=publisher.rejected,
+        window=args.s6_window,
+        subscribers=args.subscribers,
+        cross_node=bool(args.url_b),
+    )
     if args.aux_pid:
         result["aux_cpu_us_per_delivery"] = 1e6 * result["aux_cpu_s"] / max(1, deliveries)
     return result
@@ -767,12 +808,22 @@ async def scenario_crossnode(args: argparse.Namespace, tag: str) -> dict[str, An
 async def open_durable(client_id: str) -> FastportClient:
     """A fastport client that inits with ``clientId`` and ``"durable": true``."""
     client: Any
-    _, client = await ws_connect(FastportClient, FastportClient.url, read_buffer_init_size=4096,
-                                 websocket_handshake_timeout=30)
+    _, client = await ws_connect(
+        FastportClient, FastportClient.url, read_buffer_init_size=4096, websocket_handshake_timeout=30
+    )
     assert client.transport is not None
-    client.transport.send(WSMsgType.TEXT, orjson.dumps({
-        "type": "init", "sessionName": FastportClient.session, "password": FastportClient.password,
-        "clientId": client_id, "durable": True}))
+    client.transport.send(
+        WSMsgType.TEXT,
+        orjson.dumps(
+            {
+                "type": "init",
+                "sessionName": FastportClient.session,
+                "password": FastportClient.password,
+                "clientId": client_id,
+                "durable": True,
+            }
+        ),
+    )
     answer = await client._wait()
     if not answer.get("success"):
         raise RuntimeError(f"durable init failed: {answer}")
@@ -831,9 +882,17 @@ async def scenario_store(args: argparse.Namespace, tag: str, window_size: int) -
     await asyncio.sleep(0.5)
     close_all([publisher])
     result.update(percentiles(samples))
-    result.update(window=window_size, durable=args.durable, publishes=done, publishes_per_s=done / result["wall_s"],
-                  cpu_us_per_publish=1e6 * result["broker_cpu_s"] / max(1, done), errors=publisher.errors,
-                  rejected=publisher.rejected, stalled=len(pending), rss_mib=broker_rss_kib(args.broker_pid) / 1024)
+    result.update(
+        window=window_size,
+        durable=args.durable,
+        publishes=done,
+        publishes_per_s=done / result["wall_s"],
+        cpu_us_per_publish=1e6 * result["broker_cpu_s"] / max(1, done),
+        errors=publisher.errors,
+        rejected=publisher.rejected,
+        stalled=len(pending),
+        rss_mib=broker_rss_kib(args.broker_pid) / 1024,
+    )
     return result
 
 
@@ -871,11 +930,14 @@ async def scenario_connections(cls: type[Client], args: argparse.Namespace, tag:
     close_all(clients)
     await asyncio.sleep(1.0)
     return {
-        "connections": opened, "failures": failures,
-        "storm_per_s": opened / storm["wall_s"], "storm_wall_s": storm["wall_s"],
+        "connections": opened,
+        "failures": failures,
+        "storm_per_s": opened / storm["wall_s"],
+        "storm_wall_s": storm["wall_s"],
         "storm_cpu_us_per_connection": 1e6 * storm["broker_cpu_s"] / max(1, opened),
         "storm_loadgen_cpu_pct": storm["loadgen_cpu_pct"],
-        "rss_before_mib": rss_before / 1024, "rss_after_mib": rss_after / 1024,
+        "rss_before_mib": rss_before / 1024,
+        "rss_after_mib": rss_after / 1024,
         "kib_per_connection": (rss_after - rss_before) / max(1, opened),
     }
 
@@ -931,13 +993,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-duration", type=float, default=5.0)
     parser.add_argument("--windows", type=lambda s: [int(w) for w in s.split(",")], default=[1, 64])
     parser.add_argument("--roundtrip-duration", type=float, default=3.0)
-    parser.add_argument("--split-publishers", type=int, default=8,
-                        help="s3: also run the largest window split over this many publishers (1: don't)")
+    parser.add_argument(
+        "--split-publishers",
+        type=int,
+        default=8,
+        help="s3: also run the largest window split over this many publishers (1: don't)",
+    )
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--settle", type=float, default=2.0)
-    parser.add_argument("--publish-cap", type=float, default=0.0,
-                        help="s1/s3: at most this many publishes/s per publisher connection (0: no cap)")
+    parser.add_argument(
+        "--publish-cap",
+        type=float,
+        default=0.0,
+        help="s1/s3: at most this many publishes/s per publisher connection (0: no cap)",
+    )
     parser.add_argument("--url-b", default="", help="s6: node B's URL (another fastport on the same Redis engine)")
     parser.add_argument("--broker-pid-b", type=int, default=0, help="s6: node B's PID (its CPU counts as broker CPU)")
     parser.add_argument("--aux-pid", type=int, default=0, help="s6: also report this process's CPU (Redis)")

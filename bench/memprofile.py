@@ -42,8 +42,12 @@ def rss_kib() -> int:
 
 def create_session(port: int) -> None:
     body = json.dumps({"sessionName": "bench", "password": "pw", "retryInterval": 30000}).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/createSession", data=body, method="POST",
-                                     headers={"Authorization": f"Bearer {TOKEN}"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/createSession",
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert json.loads(response.read())["success"] is True
 
@@ -61,21 +65,41 @@ def short(frame: tracemalloc.Frame) -> str:
 
 async def profile(args: argparse.Namespace) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="bench-memprofile-") as tmp:
-        server = await FastportServer.start(ServerConfig(port=0, data_dir=Path(tmp), admin_token=TOKEN,
-                                                         log_level="warning"))
+        server = await FastportServer.start(
+            ServerConfig(port=0, data_dir=Path(tmp), admin_token=TOKEN, log_level="warning")
+        )
         try:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, create_session, server.port)
             await asyncio.sleep(0.5)
             before, rss_before = tracemalloc.take_snapshot(), rss_kib()
-            argv = [sys.executable, str(HERE / "loadgen.py"), "--kind", "fastport",
-                    "--url", f"ws://127.0.0.1:{server.port}/", "--broker-pid", str(os.getpid()),
-                    "--session", "bench", "--password", "pw", "--scenarios", "s4",
-                    "--connections", str(args.connections), "--settle", "1", "--hold-dir", tmp]
+            argv = [
+                sys.executable,
+                str(HERE / "loadgen.py"),
+                "--kind",
+                "fastport",
+                "--url",
+                f"ws://127.0.0.1:{server.port}/",
+                "--broker-pid",
+                str(os.getpid()),
+                "--session",
+                "bench",
+                "--password",
+                "pw",
+                "--scenarios",
+                "s4",
+                "--connections",
+                str(args.connections),
+                "--settle",
+                "1",
+                "--hold-dir",
+                tmp,
+            ]
             if args.loadgen_cpu >= 0:
                 argv = ["taskset", "-c", str(args.loadgen_cpu), *argv]
-            process = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                           stderr=asyncio.subprocess.PIPE)
+            process = await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
             try:
                 ready = Path(tmp, "ready")
                 deadline = time.monotonic() + 300
@@ -95,11 +119,14 @@ async def profile(args: argparse.Namespace) -> list[str]:
     n = args.connections
     stats = after.compare_to(before, "traceback")
     traced = sum(stat.size_diff for stat in stats)
-    lines = [f"{n:,} idle, authenticated, subscribed connections to an in-process fastport "
-             f"(tracemalloc on, which itself costs memory): RSS growth {(rss_after - rss_before) / n:.2f} KiB "
-             f"per connection, traced Python-allocator growth {traced / n / 1024:.2f} KiB per connection.", "",
-             "| bytes/connection | allocations/connection | allocated at (innermost frame ← callers) | source line |",
-             "|---:|---:|---|---|"]
+    lines = [
+        f"{n:,} idle, authenticated, subscribed connections to an in-process fastport "
+        f"(tracemalloc on, which itself costs memory): RSS growth {(rss_after - rss_before) / n:.2f} KiB "
+        f"per connection, traced Python-allocator growth {traced / n / 1024:.2f} KiB per connection.",
+        "",
+        "| bytes/connection | allocations/connection | allocated at (innermost frame ← callers) | source line |",
+        "|---:|---:|---|---|",
+    ]
     for stat in stats[: args.top]:
         frames = list(stat.traceback)[::-1][:3]  # innermost first
         where = " ← ".join(f"`{short(frame)}`" for frame in frames)

@@ -200,8 +200,10 @@ def main() -> None:
             verdict = "yes" if c_ops / py_ops >= 5 else "**no**"
         rows.append((name, f"{c_ops:,.0f}" if c_ops else "—", f"{py_ops:,.0f}", ratio, net, verdict))
     if args.markdown:
-        print(f"Best of {args.repeat} rounds, scale {args.scale}, Python {sys.version.split()[0]}; call overhead "
-              f"{overhead_ns:.0f} ns per operation (see `bench/micro.py`).")
+        print(
+            f"Best of {args.repeat} rounds, scale {args.scale}, Python {sys.version.split()[0]}; call overhead "
+            f"{overhead_ns:.0f} ns per operation (see `bench/micro.py`)."
+        )
         print()
         print("| operation | compiled ops/s | Python ops/s | compiled / Python | net of call overhead | ≥ 5× |")
         print("|---|---:|---:|---:|---:|:---:|")

@@ -101,7 +101,7 @@ class Parser:
                     raise ValueError("malformed remaining length")
             if i + length > end:
                 break
-            packets.append((first >> 4, first & 0x0F, buffer[i:i + length]))
+            packets.append((first >> 4, first & 0x0F, buffer[i : i + length]))
             pos = i + length
         self._buffer = buffer[pos:]
         return packets

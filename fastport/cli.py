@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from fastport import __version__
-from fastport.broker.limits import BrokerLimits
 from fastport.config import (
     DEFAULT_HANDSHAKE_TIMEOUT_S,
     DEFAULT_HOST,
@@ -30,6 +29,7 @@ from fastport.config import (
     DEFAULT_PORT,
     LOG_FORMATS,
     LOG_LEVELS,
+    BrokerLimits,
     ServerConfig,
     default_data_dir,
 )
@@ -251,17 +251,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-body-size", help=f"largest REST request body (default {DEFAULT_MAX_BODY_SIZE})")
     serve.add_argument("--log-level", help=f"one of {', '.join(LOG_LEVELS)} (default info)")
     limits = BrokerLimits()
-    serve.add_argument("--max-subscriptions", help=f"filters per connection ({limits.max_subscriptions_per_connection})")
-    serve.add_argument("--max-connections-per-session",
-                       help=f"live connections per session ({limits.max_connections_per_session})")
+    serve.add_argument(
+        "--max-subscriptions", help=f"filters per connection ({limits.max_subscriptions_per_connection})"
+    )
+    serve.add_argument(
+        "--max-connections-per-session", help=f"live connections per session ({limits.max_connections_per_session})"
+    )
     serve.add_argument("--publish-rate", help=f"publishes per second per connection ({limits.publish_rate_per_s:g})")
     serve.add_argument("--publish-burst", help=f"publishes at once per connection ({limits.publish_burst})")
     serve.add_argument("--max-topic-length", help=f"characters in a topic ({limits.max_topic_length})")
     serve.add_argument("--max-topic-depth", help=f"levels in a topic ({limits.max_topic_depth})")
-    serve.add_argument("--outbound-buffer-limit",
-                       help=f"bytes queued to a connection before it is a slow consumer ({limits.outbound_buffer_limit})")
-    serve.add_argument("--slow-consumer-grace",
-                       help=f"seconds a slow consumer may stay over the limit ({limits.slow_consumer_grace_s:g})")
+    serve.add_argument(
+        "--outbound-buffer-limit",
+        help=f"bytes queued to a connection before it is a slow consumer ({limits.outbound_buffer_limit})",
+    )
+    serve.add_argument(
+        "--slow-consumer-grace",
+        help=f"seconds a slow consumer may stay over the limit ({limits.slow_consumer_grace_s:g})",
+    )
     serve.add_argument("--store", help="sqlite:PATH keeps sessions and held messages on disk (default: memory)")
     serve.add_argument("--engine", help="redis://HOST:PORT/DB joins other broker processes (default: none)")
     serve.add_argument("--engine-prefix", help="prefix of the engine's Redis keys and channels (default fastport:)")
@@ -271,13 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", help=f"one of {', '.join(LOG_FORMATS)} (default text)")
     serve.add_argument("--metrics-open", action="store_true", help="serve /metrics without the admin credential")
     serve.add_argument(
-        "--handshake-timeout", help=f"seconds to send a request head or upgrade (default {DEFAULT_HANDSHAKE_TIMEOUT_S:g})"
+        "--handshake-timeout",
+        help=f"seconds to send a request head or upgrade (default {DEFAULT_HANDSHAKE_TIMEOUT_S:g})",
     )
     serve.add_argument(
         "--init-timeout", help=f"seconds from upgrade to a successful init (default {DEFAULT_INIT_TIMEOUT_S:g})"
     )
     serve.add_argument(
-        "--idle-timeout", help=f"ping a silent WebSocket after this many seconds; 0: never (default {DEFAULT_IDLE_TIMEOUT_S:g})"
+        "--idle-timeout",
+        help=f"ping a silent WebSocket after this many seconds; 0: never (default {DEFAULT_IDLE_TIMEOUT_S:g})",
     )
     serve.add_argument("--ping-timeout", help=f"close a peer not answering a ping (default {DEFAULT_PING_TIMEOUT_S:g})")
     serve.add_argument("--allowed-origins", help="comma-separated Origin allow-list for upgrades (default: any)")

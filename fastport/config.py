@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
-from fastport.broker.limits import BrokerLimits
 from fastport.errors import ConfigError
+from fastport.protocol.topics import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LENGTH
 
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 3000
@@ -55,6 +55,42 @@ def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/fastport``, or ``~/.local/share/fastport``."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "fastport"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerLimits:
+    """The configurable limits of one broker.
+
+    Attributes:
+        max_subscriptions_per_connection: filters one client may hold.
+        max_connections_per_session: live connections of one session.
+        publish_rate_per_s: sustained publishes per second per connection (token bucket).
+        publish_burst: bucket size: publishes allowed at once.
+        publish_violations_before_close: rate-limited publishes before the connection is closed (4005).
+        auth_failures_before_delay: failed ``init``s (per client address and per session) answered at once.
+        auth_failures_before_cutoff: failed ``init``s after which ``init`` is refused outright and the
+            connection closed (4006), until the window passes.
+        auth_failure_window_s: how long a failed ``init`` is remembered.
+        max_topic_length: characters in a topic or filter.
+        max_topic_depth: levels in a topic or filter.
+        outbound_buffer_limit: bytes queued in a connection's transport before it counts as a slow consumer.
+        slow_consumer_grace_s: how long a connection may stay over that limit before it is closed (4007).
+        init_timeout_s: time from the upgrade to a successful ``init``; later the connection is closed (4003).
+    """
+
+    max_subscriptions_per_connection: int = 1000
+    max_connections_per_session: int = 10_000
+    publish_rate_per_s: float = 50_000.0
+    publish_burst: int = 100_000
+    publish_violations_before_close: int = 1000
+    auth_failures_before_delay: int = 5
+    auth_failures_before_cutoff: int = 20
+    auth_failure_window_s: float = 60.0
+    max_topic_length: int = DEFAULT_MAX_LENGTH
+    max_topic_depth: int = DEFAULT_MAX_DEPTH
+    outbound_buffer_limit: int = 4 << 20
+    slow_consumer_grace_s: float = 10.0
+    init_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,17 +37,28 @@ DELIVERY_COUNTERS: Final = (
     ("expired", "fastport_messages_expired", "Held messages released at their messageExpiryTime."),
     ("exhausted", "fastport_messages_exhausted", "Held messages released after maxRetryLimit redeliveries."),
     ("dropped_qos0", "fastport_qos0_dropped", "QoS 0 messages dropped for an offline or backed-up subscriber."),
-    ("duplicates", "fastport_duplicate_publishes", "Publishes of a messageId inside the dedupe window (client retries)."),
+    (
+        "duplicates",
+        "fastport_duplicate_publishes",
+        "Publishes of a messageId inside the dedupe window (client retries).",
+    ),
     ("queue_overflows", "fastport_queue_overflows", "Messages refused or evicted because a queue was full."),
-    ("retained_evictions", "fastport_retained_evictions", "Retained topics evicted because the session's store was full."),
+    (
+        "retained_evictions",
+        "fastport_retained_evictions",
+        "Retained topics evicted because the session's store was full.",
+    ),
     ("wills_published", "fastport_wills_published", "Last wills published for connections that ended uncleanly."),
     ("durable_expired", "fastport_durable_clients_expired", "Offline durable clients forgotten at their TTL."),
 )
 
 #: ``Delivery`` latency histograms (milliseconds inside, seconds on the wire).
 LATENCY_HISTOGRAMS: Final = (
-    ("delivery_latency", "fastport_publish_to_delivery_seconds",
-     "Time from a publish to its first delivery to each subscriber (0 for those sent at once; queued ones wait)."),
+    (
+        "delivery_latency",
+        "fastport_publish_to_delivery_seconds",
+        "Time from a publish to its first delivery to each subscriber (0 for those sent at once; queued ones wait).",
+    ),
     ("ack_latency", "fastport_publish_to_ack_seconds", "Time from a publish to each subscriber's ack."),
 )
 
@@ -140,8 +151,9 @@ class BrokerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         broker, counters = self._broker, self._counters
-        info = GaugeMetricFamily("fastport_info", "fastport version and hot-path implementation.",
-                                 labels=("version", "implementation"))
+        info = GaugeMetricFamily(
+            "fastport_info", "fastport version and hot-path implementation.", labels=("version", "implementation")
+        )
         info.add_metric((__version__, _speedups.IMPLEMENTATION), 1)
         yield info
         stats = broker.stats()
@@ -167,15 +179,14 @@ class BrokerCollector(Collector):
                     name, documentation, buckets=histogram.cumulative(), sum_value=histogram.sum_ms / 1000
                 )
         yield CounterMetricFamily(
-            "fastport_connections_accepted", "TCP connections accepted (HTTP and WebSocket).",
+            "fastport_connections_accepted",
+            "TCP connections accepted (HTTP and WebSocket).",
             value=counters.connections_accepted,
         )
         yield CounterMetricFamily(
             "fastport_websocket_upgrades", "Connections upgraded to WebSocket.", value=counters.ws_upgrades
         )
-        auth = CounterMetricFamily(
-            "fastport_auth_failures", "Refused REST credentials, by kind.", labels=("kind",)
-        )
+        auth = CounterMetricFamily("fastport_auth_failures", "Refused REST credentials, by kind.", labels=("kind",))
         for attribute, label in AUTH_LABELS:
             auth.add_metric((label,), getattr(counters, attribute))
         auth.add_metric(("websocket_init",), _number(getattr(broker, "auth_failures", 0)))

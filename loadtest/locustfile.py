@@ -42,22 +42,55 @@ _publisher_numbers = itertools.count(1)
 @events.init_command_line_parser.add_listener
 def _add_options(parser: Any) -> None:
     group = parser.add_argument_group("fastport")
-    group.add_argument("--fastport-session", env_var="FASTPORT_SESSION", default="loadtest",
-                       help="session (tenant) name; create it first with POST /api/createSession")
-    group.add_argument("--fastport-password", env_var="FASTPORT_PASSWORD", default="loadtest",
-                       help="the session's password")
-    group.add_argument("--fastport-ca", env_var="FASTPORT_CA", default="",
-                       help="CA file to verify the broker with (the self-signed cert.pem); empty: system CAs")
-    group.add_argument("--fastport-insecure", env_var="FASTPORT_INSECURE", action="store_true", default=False,
-                       help="do not verify the broker's certificate")
-    group.add_argument("--fastport-topic", env_var="FASTPORT_TOPIC", default="loadtest",
-                       help="topic prefix: publishers use PREFIX/<n>, subscribers PREFIX/#")
-    group.add_argument("--fastport-rate", env_var="FASTPORT_RATE", type=float, default=10.0,
-                       help="publishes per second per publisher (default 10)")
-    group.add_argument("--fastport-payload", env_var="FASTPORT_PAYLOAD", type=int, default=256,
-                       help="size of the data field in bytes (default 256)")
-    group.add_argument("--fastport-ack-timeout", env_var="FASTPORT_ACK_TIMEOUT", type=float, default=10.0,
-                       help="seconds a publisher waits for ack_received before counting a failure")
+    group.add_argument(
+        "--fastport-session",
+        env_var="FASTPORT_SESSION",
+        default="loadtest",
+        help="session (tenant) name; create it first with POST /api/createSession",
+    )
+    group.add_argument(
+        "--fastport-password", env_var="FASTPORT_PASSWORD", default="loadtest", help="the session's password"
+    )
+    group.add_argument(
+        "--fastport-ca",
+        env_var="FASTPORT_CA",
+        default="",
+        help="CA file to verify the broker with (the self-signed cert.pem); empty: system CAs",
+    )
+    group.add_argument(
+        "--fastport-insecure",
+        env_var="FASTPORT_INSECURE",
+        action="store_true",
+        default=False,
+        help="do not verify the broker's certificate",
+    )
+    group.add_argument(
+        "--fastport-topic",
+        env_var="FASTPORT_TOPIC",
+        default="loadtest",
+        help="topic prefix: publishers use PREFIX/<n>, subscribers PREFIX/#",
+    )
+    group.add_argument(
+        "--fastport-rate",
+        env_var="FASTPORT_RATE",
+        type=float,
+        default=10.0,
+        help="publishes per second per publisher (default 10)",
+    )
+    group.add_argument(
+        "--fastport-payload",
+        env_var="FASTPORT_PAYLOAD",
+        type=int,
+        default=256,
+        help="size of the data field in bytes (default 256)",
+    )
+    group.add_argument(
+        "--fastport-ack-timeout",
+        env_var="FASTPORT_ACK_TIMEOUT",
+        type=float,
+        default=10.0,
+        help="seconds a publisher waits for ack_received before counting a failure",
+    )
 
 
 class FastportUser(User):
@@ -72,8 +105,11 @@ class FastportUser(User):
         self._running = True
         self._reader: gevent.Greenlet | None = None
         self.ws = self._connect()
-        self._request("init", {"type": "init", "sessionName": self.opts.fastport_session,
-                               "password": self.opts.fastport_password}, "init_response")
+        self._request(
+            "init",
+            {"type": "init", "sessionName": self.opts.fastport_session, "password": self.opts.fastport_password},
+            "init_response",
+        )
 
     def on_stop(self) -> None:
         self._running = False
@@ -87,8 +123,12 @@ class FastportUser(User):
     def fire(self, name: str, started: float, length: int = 0, exception: BaseException | None = None) -> None:
         """Report one request to locust; ``started`` is a time.time() value, the response time is in ms."""
         self.environment.events.request.fire(
-            request_type="WSS", name=name, response_time=(time.time() - started) * 1000.0,
-            response_length=length, exception=exception, context={},
+            request_type="WSS",
+            name=name,
+            response_time=(time.time() - started) * 1000.0,
+            response_length=length,
+            exception=exception,
+            context={},
         )
 
     # -- connection -----------------------------------------------------------------------------------------
@@ -161,8 +201,11 @@ class FastportUser(User):
             if frame is None:
                 continue
             if frame.get("type") == "error":
-                self.fire(f"error {frame.get('code')}", time.time(),
-                          exception=RuntimeError(f"error frame: {frame.get('error')}"))
+                self.fire(
+                    f"error {frame.get('code')}",
+                    time.time(),
+                    exception=RuntimeError(f"error frame: {frame.get('error')}"),
+                )
                 continue
             self.on_frame(frame)
 
@@ -221,8 +264,15 @@ class Publisher(FastportUser):
         started = time.time()
         self._unanswered[message_id] = started
         self._unacked[message_id] = started
-        self._send({"type": "publish", "topic": self.topic, "data": f"{started:.6f}|{self.padding}",
-                    "messageId": message_id, "timestamp": int(started * 1000)})
+        self._send(
+            {
+                "type": "publish",
+                "topic": self.topic,
+                "data": f"{started:.6f}|{self.padding}",
+                "messageId": message_id,
+                "timestamp": int(started * 1000),
+            }
+        )
 
     def _expire(self, now: float) -> None:
         """Count answers that did not come within the ack timeout as failures."""

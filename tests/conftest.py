@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import uvloop
+from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, ClientFactory, SessionFactory, WSClient, http
 
 from fastport.config import ServerConfig
 from fastport.server.app import FastportServer
-from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, ClientFactory, SessionFactory, WSClient, http
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:

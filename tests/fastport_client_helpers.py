@@ -91,8 +91,15 @@ class WSClient:
 
     def publish(self, topic: str, data: str = "payload", message_id: str | None = None, **extra: Any) -> str:
         message_id = message_id or str(uuid.uuid4())
-        frame = {"type": "publish", "topic": topic, "data": data, "hash": "h", "timestamp": 1700000000000,
-                 "messageId": message_id, **extra}
+        frame = {
+            "type": "publish",
+            "topic": topic,
+            "data": data,
+            "hash": "h",
+            "timestamp": 1700000000000,
+            "messageId": message_id,
+            **extra,
+        }
         self.send(frame)
         return message_id
 

@@ -20,8 +20,9 @@ FASTPORT = [sys.executable, "-m", "fastport"]
 
 
 def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*FASTPORT, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [*FASTPORT, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
 
 
 @pytest.mark.parametrize(
@@ -56,7 +57,9 @@ def broker_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int,
     data_dir = tmp_path / "data"
     process = subprocess.Popen(
         [*FASTPORT, "serve", "--port", "0", "--data-dir", str(data_dir)],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "FASTPORT_LOG_LEVEL": "info"},
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "FASTPORT_LOG_LEVEL": "info"},
     )
     try:
         deadline = time.monotonic() + 20
@@ -82,17 +85,30 @@ def test_serve_and_session_commands_end_to_end(broker_process: tuple[subprocess.
     token_file = data_dir / "admin-token"
     assert token_file.stat().st_mode & 0o777 == 0o600
     url = f"http://127.0.0.1:{port}"
-    created = _run("session", "create", "cli-demo", "--password", "pw", "--retry-interval", "1000",
-                   "--url", url, "--data-dir", str(data_dir))
+    created = _run(
+        "session",
+        "create",
+        "cli-demo",
+        "--password",
+        "pw",
+        "--retry-interval",
+        "1000",
+        "--url",
+        url,
+        "--data-dir",
+        str(data_dir),
+    )
     assert created.returncode == 0, created.stderr
     body = json.loads(created.stdout)
     assert body["success"] is True and body["retryInterval"] == 1000
     secret = body["secretKey"]
     again = _run("session", "create", "cli-demo", "--password", "pw", "--url", url, "--data-dir", str(data_dir))
     assert again.returncode == 1 and "Session already exists" in again.stderr
-    for action, expected in (("suspend", {"success": True, "suspended": True}),
-                             ("resume", {"success": True, "suspended": False}),
-                             ("drop", {"success": True})):
+    for action, expected in (
+        ("suspend", {"success": True, "suspended": True}),
+        ("resume", {"success": True, "suspended": False}),
+        ("drop", {"success": True}),
+    ):
         result = _run("session", action, "cli-demo", "--password", "pw", "--secret-key", secret, "--url", url)
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout) == expected

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from fastport_client_helpers import ClientFactory, SessionFactory
+
 from fastport.errors import CloseCode
 from fastport.server.app import FastportServer
 
@@ -30,8 +31,9 @@ async def test_unacked_message_is_redelivered_with_retry_count(
     await subscriber.expect_silence(0.5)
 
 
-async def test_retry_limit_ends_redelivery(make_session: SessionFactory, connect: ClientFactory,
-                                           server: FastportServer) -> None:
+async def test_retry_limit_ends_redelivery(
+    make_session: SessionFactory, connect: ClientFactory, server: FastportServer
+) -> None:
     session = await make_session(retryInterval=200, maxRetryLimit=2)
     publisher, subscriber = await connect(session), await connect(session)
     await subscriber.subscribe("t")
@@ -43,8 +45,9 @@ async def test_retry_limit_ends_redelivery(make_session: SessionFactory, connect
     assert server.broker.stats()["inflightMessages"] == 0
 
 
-async def test_expired_message_is_never_sent_again(make_session: SessionFactory, connect: ClientFactory,
-                                                   server: FastportServer) -> None:
+async def test_expired_message_is_never_sent_again(
+    make_session: SessionFactory, connect: ClientFactory, server: FastportServer
+) -> None:
     session = await make_session(retryInterval=200, maxRetryLimit=100, messageExpiryTime=300)
     publisher, subscriber = await connect(session), await connect(session)
     await subscriber.subscribe("t")
@@ -106,8 +109,9 @@ async def test_dropping_a_session_cancels_its_retries(
     assert await subscriber.wait_closed() == CloseCode.SESSION_DROPPED
 
 
-async def test_session_expiry_closes_its_sockets(make_session: SessionFactory, connect: ClientFactory,
-                                                 server: FastportServer) -> None:
+async def test_session_expiry_closes_its_sockets(
+    make_session: SessionFactory, connect: ClientFactory, server: FastportServer
+) -> None:
     session = await make_session(sessionExpiry=int(time.time() * 1000) + 400)
     client = await connect(session)
     assert await client.wait_closed() == CloseCode.SESSION_EXPIRED

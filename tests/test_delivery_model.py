@@ -12,11 +12,11 @@ import asyncio
 import itertools
 from collections import Counter
 
+from fastport_client_helpers import ClientFactory, SessionFactory, WSClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastport.server.app import FastportServer
-from fastport_client_helpers import ClientFactory, SessionFactory, WSClient
 
 OPERATIONS = st.lists(
     st.sampled_from(["publish", "publish", "publish", "ack", "drop", "close", "connect", "settle"]),
@@ -41,8 +41,15 @@ class DurableClientModel:
         if self.client is not None:
             return
         client = await self._connect()
-        client.send({"type": "init", "sessionName": self.session["sessionName"], "password": "pw",
-                     "clientId": "model", "durable": True})
+        client.send(
+            {
+                "type": "init",
+                "sessionName": self.session["sessionName"],
+                "password": "pw",
+                "clientId": "model",
+                "durable": True,
+            }
+        )
         response = await client.recv_type("init_response")
         assert response["success"] is True
         if not response["resumed"]:

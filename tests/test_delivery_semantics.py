@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import asyncio
 
+from fastport_client_helpers import ClientFactory, SessionFactory, WSClient
+
 from fastport.errors import CloseCode, ErrorCode
 from fastport.server.app import FastportServer
-from fastport_client_helpers import ClientFactory, SessionFactory, WSClient
 
 
 async def _durable(connect: ClientFactory, session: dict, client_id: str, **extra: object) -> tuple[WSClient, dict]:
     client = await connect()
-    client.send({"type": "init", "sessionName": session["sessionName"], "password": session["password"],
-                 "clientId": client_id, "durable": True, **extra})
+    client.send(
+        {
+            "type": "init",
+            "sessionName": session["sessionName"],
+            "password": session["password"],
+            "clientId": client_id,
+            "durable": True,
+            **extra,
+        }
+    )
     return client, await client.recv_type("init_response")
 
 
@@ -159,16 +168,19 @@ async def test_queue_overflow_drop_new_is_reported(
     assert delivered == [1, 1, 1, 0, 0]
     frames = [await subscriber.recv() for _ in range(3)]
     assert frames[0]["type"] == "message" and frames[0]["messageId"] == ids[0]
-    assert [(f["code"], f["messageId"]) for f in frames[1:]] == [(ErrorCode.QUEUE_OVERFLOW, ids[3]),
-                                                                (ErrorCode.QUEUE_OVERFLOW, ids[4])]
+    assert [(f["code"], f["messageId"]) for f in frames[1:]] == [
+        (ErrorCode.QUEUE_OVERFLOW, ids[3]),
+        (ErrorCode.QUEUE_OVERFLOW, ids[4]),
+    ]
     assert server.broker.delivery.queue_overflows == 2
     await _ack(subscriber, frames[0])
     assert (await subscriber.recv_type("message"))["messageId"] == ids[1]
 
 
 async def test_queue_overflow_drop_oldest(make_session: SessionFactory, connect: ClientFactory) -> None:
-    session = await make_session(inflightWindow=1, maxQueuedMessages=2, queueOverflow="drop-oldest",
-                                 retryInterval=60000)
+    session = await make_session(
+        inflightWindow=1, maxQueuedMessages=2, queueOverflow="drop-oldest", retryInterval=60000
+    )
     publisher, subscriber = await connect(session), await connect(session)
     await subscriber.subscribe("q")
     ids = [publisher.publish("q") for _ in range(4)]
@@ -182,10 +194,20 @@ async def test_queue_overflow_drop_oldest(make_session: SessionFactory, connect:
 async def test_queue_caps_are_validated(server: FastportServer, admin_headers: dict[str, str]) -> None:
     from fastport_client_helpers import http
 
-    for field, value in (("inflightWindow", 0), ("maxQueuedMessages", -1), ("queueOverflow", "drop-all"),
-                         ("durableTtl", 5), ("maxQueuedBytes", "big")):
-        status, _, body = await http(server.port, "POST", "/api/createSession",
-                                     {"sessionName": "v", "password": "p", field: value}, headers=admin_headers)
+    for field, value in (
+        ("inflightWindow", 0),
+        ("maxQueuedMessages", -1),
+        ("queueOverflow", "drop-all"),
+        ("durableTtl", 5),
+        ("maxQueuedBytes", "big"),
+    ):
+        status, _, body = await http(
+            server.port,
+            "POST",
+            "/api/createSession",
+            {"sessionName": "v", "password": "p", field: value},
+            headers=admin_headers,
+        )
         assert status == 400 and body["field"] == field
 
 
@@ -245,9 +267,12 @@ async def test_effective_qos_is_the_lower_of_publish_and_subscription(
 async def test_bad_qos_values_are_refused(make_session: SessionFactory, connect: ClientFactory) -> None:
     session = await make_session()
     client = await connect(session)
-    for frame in ({"type": "subscribe", "topic": "t", "qos": 2}, {"type": "subscribe", "topic": "t", "qos": True},
-                  {"type": "publish", "topic": "t", "data": "x", "messageId": "m", "qos": "1"},
-                  {"type": "publish", "topic": "t", "data": "x", "messageId": "m", "retain": 1}):
+    for frame in (
+        {"type": "subscribe", "topic": "t", "qos": 2},
+        {"type": "subscribe", "topic": "t", "qos": True},
+        {"type": "publish", "topic": "t", "data": "x", "messageId": "m", "qos": "1"},
+        {"type": "publish", "topic": "t", "data": "x", "messageId": "m", "retain": 1},
+    ):
         client.send(frame)
         refused = await client.recv()
         assert refused["code"] == ErrorCode.INVALID_FIELD, frame
@@ -286,8 +311,14 @@ async def test_retained_message_is_sent_first_to_new_subscribers_and_cleared_by_
 
 async def _with_will(connect: ClientFactory, session: dict) -> WSClient:
     client = await connect()
-    client.send({"type": "init", "sessionName": session["sessionName"], "password": "pw",
-                 "will": {"topic": "wills/dev", "data": "gone", "qos": 1}})
+    client.send(
+        {
+            "type": "init",
+            "sessionName": session["sessionName"],
+            "password": "pw",
+            "will": {"topic": "wills/dev", "data": "gone", "qos": 1},
+        }
+    )
     assert (await client.recv_type("init_response"))["success"] is True
     return client
 
@@ -321,8 +352,9 @@ async def test_no_last_will_after_a_clean_close_or_disconnect_frame(
 async def test_will_with_invalid_topic_is_refused(make_session: SessionFactory, connect: ClientFactory) -> None:
     session = await make_session()
     client = await connect()
-    client.send({"type": "init", "sessionName": session["sessionName"], "password": "pw",
-                 "will": {"topic": "a/#", "data": "x"}})
+    client.send(
+        {"type": "init", "sessionName": session["sessionName"], "password": "pw", "will": {"topic": "a/#", "data": "x"}}
+    )
     refused = await client.recv()
     assert refused["type"] == "init_response" and refused["code"] == ErrorCode.INVALID_TOPIC
     client.send({"type": "init", "sessionName": session["sessionName"], "password": "pw", "will": "soon"})
@@ -343,8 +375,11 @@ async def test_no_redelivery_while_the_previous_copy_is_still_unsent(
     for _ in range(24):  # 12 MiB: more than the kernel's loopback buffers take
         publisher.publish("bulk", data=big)
         await publisher.recv_type("publish_response")
-    (listener,) = [item for item in server._listeners if item.target.subscriber is not None
-                   and "bulk" in item.target.subscriber.filters]
+    (listener,) = [
+        item
+        for item in server._listeners
+        if item.target.subscriber is not None and "bulk" in item.target.subscriber.filters
+    ]
     assert listener.backlog > 0
     await asyncio.sleep(0.7)  # three retry intervals
     assert listener.backlog > 0

@@ -7,13 +7,12 @@ from pathlib import Path
 
 import picows
 import pytest
+from fastport_client_helpers import ClientFactory, SessionFactory, WSClient, parse_response
 from picows.picows import WSProtocol
 
-from fastport_client_helpers import ClientFactory, SessionFactory
 from fastport.config import ServerConfig
 from fastport.errors import ErrorCode
 from fastport.server.app import FastportServer
-from fastport_client_helpers import WSClient, parse_response
 
 pytestmark = pytest.mark.both_loops
 
@@ -35,7 +34,7 @@ def _split_responses(data: bytes) -> list[tuple[int, dict[str, str], object]]:
     while data:
         status, headers, body = parse_response(data)
         head_end = data.index(b"\r\n\r\n") + 4
-        data = data[head_end + int(headers.get("content-length", "0")):]
+        data = data[head_end + int(headers.get("content-length", "0")) :]
         responses.append((status, headers, body))
     return responses
 
@@ -66,7 +65,9 @@ async def test_keep_alive_serves_several_requests_on_one_connection(server: Fast
             writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
             assert head.startswith(b"HTTP/1.1 200 OK") and b"Connection: keep-alive" in head
-            length = int(next(line for line in head.split(b"\r\n") if line.startswith(b"Content-Length")).split(b":")[1])
+            length = int(
+                next(line for line in head.split(b"\r\n") if line.startswith(b"Content-Length")).split(b":")[1]
+            )
             await reader.readexactly(length)
     finally:
         writer.close()
@@ -76,8 +77,12 @@ async def test_pipelined_requests_are_answered_in_order(server: FastportServer, 
     body = b'{"sessionName": "piped", "password": "pw"}'
     auth = admin_headers["Authorization"].encode()
     data = (
-        b"POST /api/createSession HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth
-        + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        b"POST /api/createSession HTTP/1.1\r\nHost: x\r\nAuthorization: "
+        + auth
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
         + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
         + b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
@@ -90,10 +95,17 @@ async def test_chunked_request_body(server: FastportServer, admin_headers) -> No
     body = b'{"sessionName": "chunky", "password": "pw"}'
     auth = admin_headers["Authorization"].encode()
     data = (
-        b"POST /api/createSession HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth
+        b"POST /api/createSession HTTP/1.1\r\nHost: x\r\nAuthorization: "
+        + auth
         + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + hex(10)[2:].encode() + b"\r\n" + body[:10] + b"\r\n"
-        + hex(len(body) - 10)[2:].encode() + b"\r\n" + body[10:] + b"\r\n0\r\n\r\n"
+        + hex(10)[2:].encode()
+        + b"\r\n"
+        + body[:10]
+        + b"\r\n"
+        + hex(len(body) - 10)[2:].encode()
+        + b"\r\n"
+        + body[10:]
+        + b"\r\n0\r\n\r\n"
     )
     ((status, headers, response),) = _split_responses(await _exchange(server.port, data))
     assert status == 200 and response["sessionName"] == "chunky"

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from fastport_client_helpers import ADMIN_PASS, ADMIN_USER
 
-from fastport.broker.limits import AuthThrottle, BrokerLimits, TokenBucket
-from fastport.config import ServerConfig
+from fastport.broker.limits import AuthThrottle, TokenBucket
+from fastport.config import BrokerLimits, ServerConfig
 from fastport.errors import CloseCode, ErrorCode
 from fastport.server.app import FastportServer
-from fastport_client_helpers import ADMIN_PASS, ADMIN_USER
 
 TIGHT = BrokerLimits(
     max_subscriptions_per_connection=3,
@@ -141,7 +141,9 @@ async def test_slow_consumer_is_bounded_then_closed_while_others_keep_up(slow_se
 
     server = slow_server
     status, _, session = await http(
-        server.port, "POST", "/api/createSession",
+        server.port,
+        "POST",
+        "/api/createSession",
         {"sessionName": "busy", "password": "pw", "maxQueuedBytes": 1 << 20, "retryInterval": 60000},
         headers={"Authorization": f"Bearer {server.admin_token}"},
     )

@@ -64,9 +64,24 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     env = {**os.environ, "FASTPORT_ADMIN_TOKEN": ADMIN_TOKEN}
     with log.open("wb") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "fastport", "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
-             "--tls-cert", str(cert), "--tls-key", str(key)],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "fastport",
+                "serve",
+                "--port",
+                "0",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--tls-cert",
+                str(cert),
+                "--tls-key",
+                str(key),
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=tmp_path,
         )
     try:
         yield _wait_for_port(log, process), cert
@@ -84,7 +99,9 @@ def _create_session(port: int, cert: Path) -> None:
     context = ssl.create_default_context(cafile=str(cert))
     body = json.dumps({"sessionName": "smoke", "password": "smoke-pw", "retryInterval": 30000}).encode()
     request = urllib.request.Request(
-        f"https://127.0.0.1:{port}/api/createSession", data=body, method="POST",
+        f"https://127.0.0.1:{port}/api/createSession",
+        data=body,
+        method="POST",
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10, context=context) as response:
@@ -97,11 +114,41 @@ def test_locust_against_tls_broker(tls_broker: tuple[int, Path], tmp_path: Path)
     prefix = tmp_path / "locust"
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
     result = subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "4", "-r", "4", "-t", "10s",
-         "--stop-timeout", "2", "--only-summary", "--csv", str(prefix), "-H", f"wss://127.0.0.1:{port}/",
-         "--fastport-session", "smoke", "--fastport-password", "smoke-pw", "--fastport-ca", str(cert),
-         "--fastport-rate", "20"],
-        check=False, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(LOCUSTFILE),
+            "--headless",
+            "-u",
+            "4",
+            "-r",
+            "4",
+            "-t",
+            "10s",
+            "--stop-timeout",
+            "2",
+            "--only-summary",
+            "--csv",
+            str(prefix),
+            "-H",
+            f"wss://127.0.0.1:{port}/",
+            "--fastport-session",
+            "smoke",
+            "--fastport-password",
+            "smoke-pw",
+            "--fastport-ca",
+            str(cert),
+            "--fastport-rate",
+            "20",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
     )
     output = result.stdout[-4000:] + result.stderr[-4000:]
     assert result.returncode == 0, output

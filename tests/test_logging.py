@@ -7,10 +7,11 @@ import json
 import logging
 from pathlib import Path
 
+from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, WSClient, basic, http
+
 from fastport.config import ServerConfig
 from fastport.log import ConnectionLogger, configure
 from fastport.server.app import FastportServer
-from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, WSClient, basic, http
 
 
 def test_json_lines_carry_context_ids() -> None:
@@ -31,17 +32,27 @@ async def test_no_secret_or_payload_is_logged_at_debug(tmp_path: Path) -> None:
     stream = io.StringIO()
     handler = configure(1, "json", stream)  # below DEBUG: picows's own debug level too
     token = "admin-token-that-must-not-leak-0123456789"
-    srv = await FastportServer.start(ServerConfig(port=0, data_dir=tmp_path, admin_token=token,
-                                                  admin_user=ADMIN_USER, admin_pass=ADMIN_PASS))
+    srv = await FastportServer.start(
+        ServerConfig(port=0, data_dir=tmp_path, admin_token=token, admin_user=ADMIN_USER, admin_pass=ADMIN_PASS)
+    )
     password, data = "password-that-must-not-leak", "payload-that-must-not-leak"
     try:
-        status, _, created = await http(srv.port, "POST", "/api/createSession",
-                                        {"sessionName": "logs", "password": password},
-                                        headers={"Authorization": f"Bearer {token}"})
+        status, _, created = await http(
+            srv.port,
+            "POST",
+            "/api/createSession",
+            {"sessionName": "logs", "password": password},
+            headers={"Authorization": f"Bearer {token}"},
+        )
         assert status == 200
         secret = created["secretKey"]
-        await http(srv.port, "POST", "/api/createSession", {"sessionName": "x", "password": "y"},
-                   headers=basic(ADMIN_USER, "wrong-admin-pass"))
+        await http(
+            srv.port,
+            "POST",
+            "/api/createSession",
+            {"sessionName": "x", "password": "y"},
+            headers=basic(ADMIN_USER, "wrong-admin-pass"),
+        )
         pub, sub = await WSClient.connect(srv.port), await WSClient.connect(srv.port)
         assert (await pub.init("logs", "wrong-" + password))["success"] is False
         for client in (pub, sub):
@@ -51,8 +62,9 @@ async def test_no_secret_or_payload_is_logged_at_debug(tmp_path: Path) -> None:
         await sub.recv_type("message")
         sub.send({"type": "ack", "topic": "t", "messageId": message_id})
         await pub.recv_type("ack_received")
-        status, _, _ = await http(srv.port, "POST", "/api/dropSession",
-                                  {"sessionName": "logs", "password": password, "secretKey": secret})
+        status, _, _ = await http(
+            srv.port, "POST", "/api/dropSession", {"sessionName": "logs", "password": password, "secretKey": secret}
+        )
         assert status == 200
         await pub.wait_closed()
         await sub.wait_closed()

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fastport_client_helpers import ClientFactory, SessionFactory, http
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastport.config import ServerConfig
 from fastport.server.app import FastportServer
-from fastport_client_helpers import ClientFactory, SessionFactory, http
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def _scrape(port: int, headers: dict[str, str] | None) -> tuple[int, dict[str, str], str]:
     import asyncio
+
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())

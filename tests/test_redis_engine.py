@@ -11,16 +11,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from fastport_client_helpers import WSClient, http
 from redis import asyncio as aioredis
 
 from fastport.config import ServerConfig
 from fastport.errors import CloseCode
 from fastport.server.app import FastportServer
-from fastport_client_helpers import WSClient, http
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TOKEN = "t" * 32
@@ -79,9 +79,13 @@ async def node(tmp_path: Path, prefix: str) -> AsyncIterator[NodeFactory]:
 
 
 async def _create(server: FastportServer, name: str = "shared") -> dict:
-    status, _, body = await http(server.port, "POST", "/api/createSession",
-                                 {"sessionName": name, "password": "pw", "retryInterval": 60000},
-                                 headers={"Authorization": f"Bearer {TOKEN}"})
+    status, _, body = await http(
+        server.port,
+        "POST",
+        "/api/createSession",
+        {"sessionName": name, "password": "pw", "retryInterval": 60000},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     return {"status": status, **body}
 
 
@@ -127,15 +131,22 @@ async def test_drop_and_suspend_reach_every_node(node: NodeFactory) -> None:
     a, b = await node(), await node()
     created = await _create(a)
     on_a, on_b = await _client(a), await _client(b)
-    status, _, _ = await http(b.port, "POST", "/api/suspendSession",
-                              {"sessionName": "shared", "password": "pw", "secretKey": created["secretKey"],
-                               "suspend": True})
+    status, _, _ = await http(
+        b.port,
+        "POST",
+        "/api/suspendSession",
+        {"sessionName": "shared", "password": "pw", "secretKey": created["secretKey"], "suspend": True},
+    )
     assert status == 200
     await asyncio.sleep(0.3)
     on_a.publish("t")
     assert (await on_a.recv_type("publish_response"))["error"] == "Session suspended or invalid"
-    status, _, _ = await http(a.port, "POST", "/api/dropSession",
-                              {"sessionName": "shared", "password": "pw", "secretKey": created["secretKey"]})
+    status, _, _ = await http(
+        a.port,
+        "POST",
+        "/api/dropSession",
+        {"sessionName": "shared", "password": "pw", "secretKey": created["secretKey"]},
+    )
     assert status == 200
     assert await on_b.wait_closed() == CloseCode.SESSION_DROPPED
     late = await WSClient.connect(b.port)
@@ -167,9 +178,21 @@ def own_redis(tmp_path: Path) -> Callable[[], subprocess.Popen[bytes]]:
 
     def start() -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(tmp_path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         processes.append(process)
         return process
@@ -229,18 +252,40 @@ async def test_redis_outage_keeps_local_traffic_and_cross_node_delivery_resumes(
 
 
 def test_workers_need_an_engine_and_a_fixed_port(tmp_path: Path) -> None:
-    for args, message in ((["--workers", "2", "--port", "3999"], "needs a shared engine"),
-                          (["--workers", "2", "--engine", REDIS_URL, "--port", "0"], "needs a fixed --port")):
-        result = subprocess.run([sys.executable, "-m", "fastport", "serve", "--data-dir", str(tmp_path), *args],
-                                capture_output=True, text=True, timeout=30)
+    for args, message in (
+        (["--workers", "2", "--port", "3999"], "needs a shared engine"),
+        (["--workers", "2", "--engine", REDIS_URL, "--port", "0"], "needs a fixed --port"),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "fastport", "serve", "--data-dir", str(tmp_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 async def test_workers_share_the_port_through_the_engine(tmp_path: Path, prefix: str) -> None:
     port = _free_port()
     parent = subprocess.Popen(
-        [sys.executable, "-m", "fastport", "serve", "--port", str(port), "--data-dir", str(tmp_path),
-         "--workers", "2", "--engine", REDIS_URL, "--engine-prefix", prefix, "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "fastport",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+            "--workers",
+            "2",
+            "--engine",
+            REDIS_URL,
+            "--engine-prefix",
+            prefix,
+            "--log-level",
+            "warning",
+        ],
         env={**os.environ, "FASTPORT_ADMIN_TOKEN": TOKEN},
     )
     try:
@@ -253,8 +298,13 @@ async def test_workers_share_the_port_through_the_engine(tmp_path: Path, prefix:
                 assert time.monotonic() < deadline, "workers did not start"
                 await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)  # let both workers listen
-        status, _, _ = await http(port, "POST", "/api/createSession", {"sessionName": "shared", "password": "pw"},
-                                  headers={"Authorization": f"Bearer {TOKEN}"})
+        status, _, _ = await http(
+            port,
+            "POST",
+            "/api/createSession",
+            {"sessionName": "shared", "password": "pw"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
         assert status == 200
         clients = []
         for _ in range(12):  # spread over both workers by the kernel

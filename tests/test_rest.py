@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, ClientFactory, SessionFactory, basic, http
 
-from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, ClientFactory, SessionFactory
 from fastport.errors import CloseCode, ErrorCode
 from fastport.server.app import FastportServer
-from fastport_client_helpers import basic, http
 
 
 async def test_create_session_with_basic_auth(server: FastportServer) -> None:
     status, headers, body = await http(
-        server.port, "POST", "/api/createSession", {"sessionName": "alpha", "password": "pw"},
+        server.port,
+        "POST",
+        "/api/createSession",
+        {"sessionName": "alpha", "password": "pw"},
         headers=basic(ADMIN_USER, ADMIN_PASS),
     )
     assert status == 200 and headers["content-type"] == "application/json"
@@ -23,9 +25,19 @@ async def test_create_session_with_basic_auth(server: FastportServer) -> None:
 
 
 async def test_create_session_with_bearer_token(server: FastportServer, admin_headers: dict[str, str]) -> None:
-    status, _, body = await http(server.port, "POST", "/api/createSession",
-                                 {"sessionName": "beta", "password": "pw", "retryInterval": 1000,
-                                  "maxRetryLimit": 3, "messageExpiryTime": 60000}, headers=admin_headers)
+    status, _, body = await http(
+        server.port,
+        "POST",
+        "/api/createSession",
+        {
+            "sessionName": "beta",
+            "password": "pw",
+            "retryInterval": 1000,
+            "maxRetryLimit": 3,
+            "messageExpiryTime": 60000,
+        },
+        headers=admin_headers,
+    )
     assert status == 200, body
     assert (body["retryInterval"], body["maxRetryLimit"], body["messageExpiryTime"]) == (1000, 3, 60000)
 
@@ -40,18 +52,25 @@ async def test_secret_keys_differ_between_sessions(make_session: SessionFactory)
     [
         ({}, "Missing Authorization Header", ErrorCode.ADMIN_AUTH_MISSING),
         (basic(ADMIN_USER, "wrong"), "Unauthorized: Invalid Admin Credentials", ErrorCode.ADMIN_AUTH_INVALID),
-        ({"Authorization": "Bearer wrong-token"}, "Unauthorized: Invalid Admin Credentials",
-         ErrorCode.ADMIN_AUTH_INVALID),
+        (
+            {"Authorization": "Bearer wrong-token"},
+            "Unauthorized: Invalid Admin Credentials",
+            ErrorCode.ADMIN_AUTH_INVALID,
+        ),
         ({"Authorization": "Digest abc"}, "Unauthorized: Invalid Admin Credentials", ErrorCode.ADMIN_AUTH_INVALID),
-        ({"Authorization": "Basic !!!not-base64"}, "Unauthorized: Invalid Admin Credentials",
-         ErrorCode.ADMIN_AUTH_INVALID),
+        (
+            {"Authorization": "Basic !!!not-base64"},
+            "Unauthorized: Invalid Admin Credentials",
+            ErrorCode.ADMIN_AUTH_INVALID,
+        ),
     ],
 )
 async def test_create_session_admin_auth_failures(
     server: FastportServer, headers: dict[str, str], error: str, code: ErrorCode
 ) -> None:
-    status, _, body = await http(server.port, "POST", "/api/createSession",
-                                 {"sessionName": "x", "password": "y"}, headers=headers)
+    status, _, body = await http(
+        server.port, "POST", "/api/createSession", {"sessionName": "x", "password": "y"}, headers=headers
+    )
     assert status == 401
     assert body["error"] == error and body["code"] == code
 
@@ -85,13 +104,18 @@ async def test_create_session_validation(
         assert response["error"] == error
 
 
-async def test_create_existing_session(make_session: SessionFactory, server: FastportServer,
-                                       admin_headers: dict[str, str]) -> None:
+async def test_create_existing_session(
+    make_session: SessionFactory, server: FastportServer, admin_headers: dict[str, str]
+) -> None:
     await make_session("dup")
-    status, _, body = await http(server.port, "POST", "/api/createSession",
-                                 {"sessionName": "dup", "password": "other"}, headers=admin_headers)
-    assert status == 400 and body == {"success": False, "error": "Session already exists",
-                                      "code": ErrorCode.SESSION_EXISTS}
+    status, _, body = await http(
+        server.port, "POST", "/api/createSession", {"sessionName": "dup", "password": "other"}, headers=admin_headers
+    )
+    assert status == 400 and body == {
+        "success": False,
+        "error": "Session already exists",
+        "code": ErrorCode.SESSION_EXISTS,
+    }
 
 
 async def test_malformed_json_and_non_object_bodies(server: FastportServer, admin_headers: dict[str, str]) -> None:
@@ -106,9 +130,12 @@ async def test_drop_session_closes_every_socket_and_forgets_everything(
     session = await make_session()
     subscribed, idle = await connect(session), await connect(session)
     await subscribed.subscribe("t")
-    status, _, body = await http(server.port, "POST", "/api/dropSession",
-                                 {"sessionName": session["sessionName"], "password": "pw",
-                                  "secretKey": session["secretKey"]})
+    status, _, body = await http(
+        server.port,
+        "POST",
+        "/api/dropSession",
+        {"sessionName": session["sessionName"], "password": "pw", "secretKey": session["secretKey"]},
+    )
     assert (status, body) == (200, {"success": True})
     assert await subscribed.wait_closed() == CloseCode.SESSION_DROPPED
     assert await idle.wait_closed() == CloseCode.SESSION_DROPPED
@@ -122,8 +149,7 @@ async def test_owner_operations_refuse_bad_credentials(
     make_session: SessionFactory, server: FastportServer, path: str
 ) -> None:
     session = await make_session()
-    base = {"sessionName": session["sessionName"], "password": "pw", "secretKey": session["secretKey"],
-            "suspend": True}
+    base = {"sessionName": session["sessionName"], "password": "pw", "secretKey": session["secretKey"], "suspend": True}
     cases = [
         ({**base, "sessionName": "missing"}, "Session not found", ErrorCode.SESSION_NOT_FOUND),
         ({**base, "password": "wrong"}, "Invalid credentials", ErrorCode.INVALID_CREDENTIALS),
@@ -138,8 +164,7 @@ async def test_owner_operations_refuse_bad_credentials(
         assert status == 400 and response["field"] == missing
 
 
-async def test_suspend_and_resume(make_session: SessionFactory, connect: ClientFactory,
-                                  server: FastportServer) -> None:
+async def test_suspend_and_resume(make_session: SessionFactory, connect: ClientFactory, server: FastportServer) -> None:
     session = await make_session()
     connected = await connect(session)
     owner = {"sessionName": session["sessionName"], "password": "pw", "secretKey": session["secretKey"]}

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastport_client_helpers import WSClient, http
 
 from fastport.config import ServerConfig
 from fastport.engines.sqlite import SqliteStore
 from fastport.errors import ConfigError
 from fastport.server.app import FastportServer
-from fastport_client_helpers import WSClient, http
 
 
 async def _start(tmp_path: Path) -> FastportServer:
@@ -28,9 +28,13 @@ async def _start(tmp_path: Path) -> FastportServer:
 
 
 async def _create(server: FastportServer, **settings: Any) -> dict[str, Any]:
-    status, _, body = await http(server.port, "POST", "/api/createSession",
-                                 {"sessionName": "keep", "password": "pw", **settings},
-                                 headers={"Authorization": "Bearer " + "t" * 32})
+    status, _, body = await http(
+        server.port,
+        "POST",
+        "/api/createSession",
+        {"sessionName": "keep", "password": "pw", **settings},
+        headers={"Authorization": "Bearer " + "t" * 32},
+    )
     assert status == 200, body
     return body
 
@@ -74,8 +78,12 @@ async def test_state_survives_a_restart(tmp_path: Path) -> None:
         assert (await late.recv_type("message"))["retained"] is True
         for client in (device, publisher, late):
             await client.close()
-        status, _, body = await http(server.port, "POST", "/api/dropSession",
-                                     {"sessionName": "keep", "password": "pw", "secretKey": session["secretKey"]})
+        status, _, body = await http(
+            server.port,
+            "POST",
+            "/api/dropSession",
+            {"sessionName": "keep", "password": "pw", "secretKey": session["secretKey"]},
+        )
         assert (status, body) == (200, {"success": True})
     finally:
         await server.close()
@@ -142,9 +150,21 @@ def test_corrupt_database_stops_startup_with_a_clear_error(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="corrupt or not a fastport database"):
         SqliteStore.open(f"sqlite:{bad}")
     result = subprocess.run(
-        [sys.executable, "-m", "fastport", "serve", "--port", "0", "--data-dir", str(tmp_path),
-         "--store", f"sqlite:{bad}"],
-        capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "fastport",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+            "--store",
+            f"sqlite:{bad}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 2
     assert "corrupt or not a fastport database" in result.stderr.strip().splitlines()[-1]
@@ -164,10 +184,23 @@ class BrokerProcess:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "fastport", "serve", "--port", str(self.port), "--data-dir", str(self.tmp_path),
-             # A long group commit: a broker that confirmed before committing would lose up to 300 ms.
-             "--store", f"sqlite:{self.tmp_path / 'crash.db'}?group_commit_ms=300", "--log-level", "warning"],
-            stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "fastport",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.tmp_path),
+                # A long group commit: a broker that confirmed before committing would lose up to 300 ms.
+                "--store",
+                f"sqlite:{self.tmp_path / 'crash.db'}?group_commit_ms=300",
+                "--log-level",
+                "warning",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, "FASTPORT_ADMIN_TOKEN": "t" * 32},
         )
 
@@ -203,9 +236,13 @@ async def test_kill_9_loses_no_confirmed_message(tmp_path: Path) -> None:
     broker.start()
     try:
         await broker.wait_ready()
-        status, _, _ = await http(broker.port, "POST", "/api/createSession",
-                                  {"sessionName": "keep", "password": "pw", "retryInterval": 60000},
-                                  headers={"Authorization": "Bearer " + "t" * 32})
+        status, _, _ = await http(
+            broker.port,
+            "POST",
+            "/api/createSession",
+            {"sessionName": "keep", "password": "pw", "retryInterval": 60000},
+            headers={"Authorization": "Bearer " + "t" * 32},
+        )
         assert status == 200
         device, _ = await _durable(broker.port)
         await device.subscribe("stream")

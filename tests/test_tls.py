@@ -13,12 +13,12 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, WSClient, WSCollector, basic, parse_response
 from picows import WSMsgType, ws_connect
 
 from fastport.config import ServerConfig
 from fastport.errors import ConfigError
 from fastport.server.app import FastportServer
-from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, WSClient, WSCollector, basic, parse_response
 
 pytestmark = pytest.mark.both_loops
 
@@ -30,25 +30,34 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            False,
+        )
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
 @pytest.fixture
 async def tls_server(tmp_path: Path):
     cert, key = make_certificate(tmp_path)
-    srv = await FastportServer.start(ServerConfig(port=0, data_dir=tmp_path, tls_cert=cert, tls_key=key,
-                                                  admin_user=ADMIN_USER, admin_pass=ADMIN_PASS))
+    srv = await FastportServer.start(
+        ServerConfig(
+            port=0, data_dir=tmp_path, tls_cert=cert, tls_key=key, admin_user=ADMIN_USER, admin_pass=ADMIN_PASS
+        )
+    )
     context = ssl.create_default_context(cafile=str(cert))
     try:
         yield srv, context
@@ -61,8 +70,14 @@ async def test_https_and_wss_on_one_port(tls_server) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port, ssl=context, server_hostname="localhost")
     body = b'{"sessionName": "tls", "password": "pw"}'
     auth = basic(ADMIN_USER, ADMIN_PASS)["Authorization"].encode()
-    writer.write(b"POST /api/createSession HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: "
-                 + auth + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    writer.write(
+        b"POST /api/createSession HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: "
+        + auth
+        + b"\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
     status, _, response = parse_response(await asyncio.wait_for(reader.read(), 5))
     writer.close()
     assert status == 200 and response["success"] is True

@@ -6,9 +6,9 @@ import asyncio
 
 import orjson
 import pytest
+from fastport_client_helpers import ClientFactory, SessionFactory
 from picows import WSMsgType
 
-from fastport_client_helpers import ClientFactory, SessionFactory
 from fastport.errors import CloseCode, ErrorCode
 from fastport.server.app import FastportServer
 
@@ -17,8 +17,12 @@ async def test_init_success_and_failures(make_session: SessionFactory, connect: 
     session = await make_session(password="right")
     client = await connect()
     bad = await client.init(session["sessionName"], "wrong")
-    assert bad == {"type": "init_response", "success": False, "error": "Invalid password",
-                   "code": ErrorCode.INVALID_PASSWORD}
+    assert bad == {
+        "type": "init_response",
+        "success": False,
+        "error": "Invalid password",
+        "code": ErrorCode.INVALID_PASSWORD,
+    }
     missing = await client.init("no-such-session", "x")
     assert missing["error"] == "Session not found" and missing["success"] is False
     # A failed init leaves the socket open for another try.
@@ -50,29 +54,38 @@ async def test_frames_before_init_are_refused(connect: ClientFactory) -> None:
         {"type": "ack", "topic": "t", "messageId": "m"},
     ):
         client.send(frame)
-        assert await client.recv() == {"type": "error", "error": "Not initialized",
-                                       "code": ErrorCode.NOT_INITIALIZED}
+        assert await client.recv() == {"type": "error", "error": "Not initialized", "code": ErrorCode.NOT_INITIALIZED}
 
 
 async def test_subscribe_publish_message_ack_cycle(make_session: SessionFactory, connect: ClientFactory) -> None:
     session = await make_session()
     publisher, subscriber = await connect(session), await connect(session)
     assert await subscriber.subscribe("sensors/room1/temp") == {
-        "type": "subscribe_response", "success": True, "topic": "sensors/room1/temp"}
+        "type": "subscribe_response",
+        "success": True,
+        "topic": "sensors/room1/temp",
+    }
     message_id = publisher.publish("sensors/room1/temp", data="iv:ct")
-    assert await publisher.recv() == {"type": "publish_response", "success": True, "messageId": message_id,
-                                      "deliveredTo": 1}
+    assert await publisher.recv() == {
+        "type": "publish_response",
+        "success": True,
+        "messageId": message_id,
+        "deliveredTo": 1,
+    }
     message = await subscriber.recv()
-    assert message == {"type": "message", "topic": "sensors/room1/temp", "data": "iv:ct", "hash": "h",
-                       "timestamp": 1700000000000, "messageId": message_id}
+    assert message == {
+        "type": "message",
+        "topic": "sensors/room1/temp",
+        "data": "iv:ct",
+        "hash": "h",
+        "timestamp": 1700000000000,
+        "messageId": message_id,
+    }
     subscriber.send({"type": "ack", "topic": "sensors/room1/temp", "messageId": message_id})
-    assert await publisher.recv() == {"type": "ack_received", "messageId": message_id,
-                                      "topic": "sensors/room1/temp"}
+    assert await publisher.recv() == {"type": "ack_received", "messageId": message_id, "topic": "sensors/room1/temp"}
 
 
-async def test_publisher_does_not_receive_its_own_message(
-    make_session: SessionFactory, connect: ClientFactory
-) -> None:
+async def test_publisher_does_not_receive_its_own_message(make_session: SessionFactory, connect: ClientFactory) -> None:
     session = await make_session()
     client = await connect(session)
     await client.subscribe("echo")
@@ -122,8 +135,10 @@ async def test_fan_out_to_many_and_wildcards(make_session: SessionFactory, conne
         (b'{"type": "subscribe"}', ErrorCode.MISSING_FIELD),
         (b'{"type": "subscribe", "topic": 5}', ErrorCode.INVALID_FIELD),
         (b'{"type": "publish", "topic": "t", "data": {"x": 1}, "messageId": "m"}', ErrorCode.INVALID_FIELD),
-        (b'{"type": "publish", "topic": "t", "data": "x", "messageId": "m", "timestamp": "now"}',
-         ErrorCode.INVALID_FIELD),
+        (
+            b'{"type": "publish", "topic": "t", "data": "x", "messageId": "m", "timestamp": "now"}',
+            ErrorCode.INVALID_FIELD,
+        ),
         (b'{"type": "publish", "topic": "t", "data": "x", "messageId": ""}', ErrorCode.INVALID_FIELD),
         (b'{"type": "init", "sessionName": 1, "password": "p"}', ErrorCode.INVALID_FIELD),
     ],
@@ -279,8 +294,14 @@ async def test_file_transfer_streams_through(make_session: SessionFactory, conne
     sender, receiver = await connect(session), await connect(session)
     await receiver.subscribe("files")
     file_id = "0123456789abcdef0123456789abcdef0123"
-    init_file = {"type": "init_file", "topic": "files", "fileId": file_id, "fileName": "a.bin",
-                 "fileSize": 3, "totalChunks": 1}
+    init_file = {
+        "type": "init_file",
+        "topic": "files",
+        "fileId": file_id,
+        "fileName": "a.bin",
+        "fileSize": 3,
+        "totalChunks": 1,
+    }
     sender.send(init_file)
     assert await receiver.recv() == init_file
     chunk = b"\x02" + file_id.encode() + (0).to_bytes(4, "big") + b"\x00" * 16 + b"ciphertext"

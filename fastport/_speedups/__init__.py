@@ -35,9 +35,7 @@ __all__ = [
     "fan_out",
 ]
 
-NO_EXTENSIONS: Final[bool] = (
-    bool(os.environ.get("FASTPORT_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
-)
+NO_EXTENSIONS: Final[bool] = bool(os.environ.get("FASTPORT_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from .fanout_py import Flusher, Inflight, Outbox, fan_out

@@ -105,9 +105,7 @@ class TimerWheel:
         self._tick = now_ms // tick_ms
         self._next_handle = 1
         self._timers: dict[int, _Timer] = {}
-        self._buckets: list[list[dict[int, _Timer]]] = [
-            [{} for _ in range(_SLOTS)] for _ in range(_LEVELS)
-        ]
+        self._buckets: list[list[dict[int, _Timer]]] = [[{} for _ in range(_SLOTS)] for _ in range(_LEVELS)]
         self._occupied = [0] * _LEVELS
 
     def schedule(self, deadline_ms: int, item: object) -> int:

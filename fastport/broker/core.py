@@ -18,11 +18,11 @@ from typing import Any, Final
 
 from fastport.broker.connection import MAX_FRAMES_DURING_INIT, MAX_OPEN_FILES, Connection, ConnState, Sink
 from fastport.broker.delivery import Delivery
-from fastport.broker.limits import AuthThrottle, BrokerLimits, TokenBucket
+from fastport.broker.limits import AuthThrottle, TokenBucket
 from fastport.broker.scheduler import Scheduler
 from fastport.broker.sessions import Session, SessionRegistry
 from fastport.broker.subscriber import Subscriber
-from fastport.config import SessionSettings
+from fastport.config import BrokerLimits, SessionSettings
 from fastport.engines.redis import RedisEngine
 from fastport.engines.sqlite import SqliteStore
 from fastport.errors import (
@@ -150,8 +150,9 @@ class Broker:
         if conn.state is ConnState.OPEN or conn.state is ConnState.CLOSED:
             return
         self.init_timeouts += 1
-        logger.info("closing connection #%d from %s: no init within %g s", conn.id, conn.remote,
-                    self.limits.init_timeout_s)
+        logger.info(
+            "closing connection #%d from %s: no init within %g s", conn.id, conn.remote, self.limits.init_timeout_s
+        )
         conn.sink.close(CloseCode.INIT_TIMEOUT, "init timeout")
 
     def _cancel_init_timer(self, conn: Connection) -> None:
@@ -267,8 +268,9 @@ class Broker:
             try:
                 validate_topic(frame.will.topic)
             except ProtocolError as exc:
-                self._reject(conn, ProtocolError(f"will: {exc.error}", code=exc.error_code, field="will.topic"),
-                             "init_response")
+                self._reject(
+                    conn, ProtocolError(f"will: {exc.error}", code=exc.error_code, field="will.topic"), "init_response"
+                )
                 return
         conn.state = ConnState.AUTHENTICATING
         task = self.loop.create_task(self._authenticate(conn, frame))
@@ -521,8 +523,12 @@ class Broker:
         assert self.store is not None
         password = session.password_hash
         self.store.put_session(
-            session.name, password.salt, password.digest, session.secret_digest,
-            session.settings.to_store(), session.suspended,
+            session.name,
+            password.salt,
+            password.digest,
+            session.secret_digest,
+            session.settings.to_store(),
+            session.suspended,
         )
 
     def arm_session_expiry(self, session: Session) -> None:
@@ -590,8 +596,13 @@ class Broker:
         if session is None:
             return  # no client of that session ever came here: nobody to deliver to
         publish = Publish(
-            topic=fields["t"], data=fields["d"], message_id=fields["id"], hash=fields.get("h"),
-            timestamp=fields.get("ts"), qos=int(fields.get("q", 1)), retain=bool(fields.get("r")),
+            topic=fields["t"],
+            data=fields["d"],
+            message_id=fields["id"],
+            hash=fields.get("h"),
+            timestamp=fields.get("ts"),
+            qos=int(fields.get("q", 1)),
+            retain=bool(fields.get("r")),
         )
         self.delivery.publish(session, None, publish, origin=origin)
 

@@ -191,8 +191,13 @@ class Delivery:
             # The common case in compiled code: every online subscriber with room gets the frame now.
             settings = session.settings
             delivered, rest = fan_out(
-                targets, message, publisher, now + settings.retry_interval_ms, settings.inflight_window,
-                self.store is not None, self._scheduler.call_at,
+                targets,
+                message,
+                publisher,
+                now + settings.retry_interval_ms,
+                settings.inflight_window,
+                self.store is not None,
+                self._scheduler.call_at,
             )
             message.pending += delivered
             self.deliveries += delivered
@@ -215,8 +220,15 @@ class Delivery:
         if self.engine is not None and origin is None:
             self.engine.forward_publish(
                 session.name,
-                {"id": publish.message_id, "t": publish.topic, "d": publish.data, "h": publish.hash,
-                 "ts": timestamp, "q": publish.qos, "r": publish.retain},
+                {
+                    "id": publish.message_id,
+                    "t": publish.topic,
+                    "d": publish.data,
+                    "h": publish.hash,
+                    "ts": timestamp,
+                    "q": publish.qos,
+                    "r": publish.retain,
+                },
             )
         if message.pending == 0:
             self._complete(message)
@@ -257,9 +269,7 @@ class Delivery:
         if held.acked:
             self._to_publisher(publisher, _ack_received(held))
 
-    def _store_message(
-        self, message: Message, publish: Publish | None, timestamp: int | float, delivered: int
-    ) -> None:
+    def _store_message(self, message: Message, publish: Publish | None, timestamp: int | float, delivered: int) -> None:
         """Write a message's dedupe record, with its payload when ``publish`` is given (a durable client needs it)."""
         assert self.store is not None
         self.store.put_message(
@@ -613,11 +623,19 @@ class Delivery:
         for message, attempts, sent in held:
             publish = message.publish
             assert publish is not None
-            messages.append({
-                "id": message.message_id, "t": message.topic, "d": publish.data, "h": publish.hash,
-                "ts": message.timestamp, "q": message.qos, "a": attempts, "sent": sent,
-                "o": message.origin or node_id,
-            })
+            messages.append(
+                {
+                    "id": message.message_id,
+                    "t": message.topic,
+                    "d": publish.data,
+                    "h": publish.hash,
+                    "ts": message.timestamp,
+                    "q": message.qos,
+                    "a": attempts,
+                    "sent": sent,
+                    "o": message.origin or node_id,
+                }
+            )
         return {"filters": dict(subscriber.filters), "messages": messages}
 
     def import_durable(self, session: Session, client_id: str, state: dict[str, Any]) -> Subscriber:
@@ -634,8 +652,14 @@ class Delivery:
             if known is not None and known.publish is not None:
                 message = known  # it was published or forwarded here too: share its bookkeeping
             else:
-                publish = Publish(topic=item["t"], data=item["d"], message_id=item["id"], hash=item["h"],
-                                  timestamp=item["ts"], qos=item["q"])
+                publish = Publish(
+                    topic=item["t"],
+                    data=item["d"],
+                    message_id=item["id"],
+                    hash=item["h"],
+                    timestamp=item["ts"],
+                    qos=item["q"],
+                )
                 session.seq += 1
                 message = Message(session, publish, item["ts"], session.seq, None, now)
                 message.origin = None if item["o"] == node_id else item["o"]

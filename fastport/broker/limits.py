@@ -1,4 +1,4 @@
-"""Per-connection and per-session limits: their settings, a token bucket and the authentication throttle.
+"""Per-connection limits at run time: a token bucket and the authentication throttle (settings: ``BrokerLimits``).
 
 Every limit answers with its own error code (the connection is kept) or, for repeated
 abuse, its own close code, and is counted by the broker.
@@ -6,49 +6,10 @@ abuse, its own close code, and is counted by the broker.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
-
-from fastport.protocol.topics import DEFAULT_MAX_DEPTH, DEFAULT_MAX_LENGTH
 
 #: Clients tracked by the authentication throttle, at most (oldest forgotten first).
 MAX_THROTTLE_ENTRIES: Final = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerLimits:
-    """The configurable limits of one broker.
-
-    Attributes:
-        max_subscriptions_per_connection: filters one client may hold.
-        max_connections_per_session: live connections of one session.
-        publish_rate_per_s: sustained publishes per second per connection (token bucket).
-        publish_burst: bucket size: publishes allowed at once.
-        publish_violations_before_close: rate-limited publishes before the connection is closed (4005).
-        auth_failures_before_delay: failed ``init``s (per client address and per session) answered at once.
-        auth_failures_before_cutoff: failed ``init``s after which ``init`` is refused outright and the
-            connection closed (4006), until the window passes.
-        auth_failure_window_s: how long a failed ``init`` is remembered.
-        max_topic_length: characters in a topic or filter.
-        max_topic_depth: levels in a topic or filter.
-        outbound_buffer_limit: bytes queued in a connection's transport before it counts as a slow consumer.
-        slow_consumer_grace_s: how long a connection may stay over that limit before it is closed (4007).
-        init_timeout_s: time from the upgrade to a successful ``init``; later the connection is closed (4003).
-    """
-
-    max_subscriptions_per_connection: int = 1000
-    max_connections_per_session: int = 10_000
-    publish_rate_per_s: float = 50_000.0
-    publish_burst: int = 100_000
-    publish_violations_before_close: int = 1000
-    auth_failures_before_delay: int = 5
-    auth_failures_before_cutoff: int = 20
-    auth_failure_window_s: float = 60.0
-    max_topic_length: int = DEFAULT_MAX_LENGTH
-    max_topic_depth: int = DEFAULT_MAX_DEPTH
-    outbound_buffer_limit: int = 4 << 20
-    slow_consumer_grace_s: float = 10.0
-    init_timeout_s: float = 10.0
 
 
 class TokenBucket:

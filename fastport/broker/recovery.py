@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import orjson
 
+from fastport._speedups import Inflight
 from fastport.broker.core import Broker
 from fastport.broker.credentials import PasswordHash
 from fastport.broker.delivery import Message
 from fastport.broker.sessions import Session
-from fastport._speedups import Inflight
 from fastport.broker.subscriber import Subscriber
 from fastport.config import SessionSettings
 from fastport.engines.sqlite import Snapshot, SqliteStore
@@ -85,8 +85,9 @@ def restore(broker: Broker, store: SqliteStore, snapshot: Snapshot) -> RestoreRe
         if session is None:
             continue
         session.seq = max(session.seq, seq)
-        publish = Publish(topic=topic, data=data or "", message_id=message_id, hash=hash_,
-                          timestamp=orjson.loads(timestamp), qos=qos)
+        publish = Publish(
+            topic=topic, data=data or "", message_id=message_id, hash=hash_, timestamp=orjson.loads(timestamp), qos=qos
+        )
         message = Message(session, publish, publish.timestamp or 0, seq, None, now_mono)
         message.expires_at_ms = None if expires_at is None else to_mono(expires_at)
         message.dedupe_until_ms = to_mono(dedupe_until)
@@ -139,6 +140,10 @@ def restore(broker: Broker, store: SqliteStore, snapshot: Snapshot) -> RestoreRe
     report = RestoreReport(len(sessions), len(subscribers), sum(1 for m in held.values() if m.pending), retained)
     logger.info(
         "store %s: restored %d session(s), %d durable client(s), %d held message(s), %d retained",
-        store.path, report.sessions, report.durable_clients, report.held_messages, report.retained,
+        store.path,
+        report.sessions,
+        report.durable_clients,
+        report.held_messages,
+        report.retained,
     )
     return report

@@ -24,9 +24,9 @@ from fastport.config import SessionSettings
 from fastport.errors import AuthError, ErrorCode, SessionError
 
 if TYPE_CHECKING:
-    from fastport.engines.redis import RedisEngine
     from fastport.broker.connection import Connection
     from fastport.broker.subscriber import Subscriber
+    from fastport.engines.redis import RedisEngine
     from fastport.protocol.frames import Publish
 
 SESSION_NAME_RE: Final = re.compile(r"[^\x00-\x1f\x7f]{1,128}")

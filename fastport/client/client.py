@@ -118,7 +118,11 @@ class _Outgoing:
     __slots__ = ("message_id", "frame", "qos", "response", "ack", "answered", "acked", "retries", "timer")
 
     def __init__(
-        self, message_id: str, frame: bytes, qos: int, response: asyncio.Future[PublishResult],
+        self,
+        message_id: str,
+        frame: bytes,
+        qos: int,
+        response: asyncio.Future[PublishResult],
         ack: asyncio.Future[None] | None,
     ) -> None:
         self.message_id = message_id
@@ -377,7 +381,12 @@ class Client:
     # ----------------------------------------------------------------- publishing
 
     async def emit(
-        self, topic: str, message: str | bytes, *, qos: Literal[0, 1] = 1, retain: bool = False,
+        self,
+        topic: str,
+        message: str | bytes,
+        *,
+        qos: Literal[0, 1] = 1,
+        retain: bool = False,
         wait_ack: bool = False,
     ) -> PublishResult:
         """Encrypt ``message`` and publish it on ``topic``.
@@ -615,8 +624,11 @@ class Client:
                 code, reason = listener.close_code, listener.close_reason
                 if code in FINAL_CLOSE_CODES:
                     logger.warning("session %r ended by the broker: %d %s", self.session_name, code, reason)
-                    self._finish(SessionEnded(f"session ended by the broker: {code} {reason}".rstrip(),
-                                              close_code=code, reason=reason))
+                    self._finish(
+                        SessionEnded(
+                            f"session ended by the broker: {code} {reason}".rstrip(), close_code=code, reason=reason
+                        )
+                    )
                     return
                 logger.info("connection lost (close code %s); reconnecting", code)
                 next_listener = await self._reconnect(code, reason)
@@ -631,8 +643,11 @@ class Client:
         attempt = 0
         while True:
             if self.reconnect.gives_up_after(attempt):
-                self._finish(ConnectionClosed(f"connection lost; gave up after {attempt} reconnect attempts",
-                                              close_code=code, reason=reason))
+                self._finish(
+                    ConnectionClosed(
+                        f"connection lost; gave up after {attempt} reconnect attempts", close_code=code, reason=reason
+                    )
+                )
                 return None
             attempt += 1
             self._set_state(ConnectionState.RECONNECTING)
@@ -657,8 +672,11 @@ class Client:
         self._transport = None
         waiter = self._init_waiter
         if waiter is not None and not waiter.done():
-            waiter.set_exception(ConnectionClosed("connection closed during init",
-                                                  close_code=listener.close_code, reason=listener.close_reason))
+            waiter.set_exception(
+                ConnectionClosed(
+                    "connection closed during init", close_code=listener.close_code, reason=listener.close_reason
+                )
+            )
         # The new connection will not hold this subscription: the unsubscribe is done.
         for waiters in self._unsubscribing.values():
             for unsub in waiters:
@@ -779,8 +797,11 @@ class Client:
             if not route.ready.done():
                 route.ready.set_result(None)
             return
-        error = RequestRefused(str(frame.get("error", "subscribe refused")), response_type="subscribe_response",
-                               code=wire_code(frame.get("code")))
+        error = RequestRefused(
+            str(frame.get("error", "subscribe refused")),
+            response_type="subscribe_response",
+            code=wire_code(frame.get("code")),
+        )
         logger.warning("subscription to %r refused: %s", route.topic, error.error)
         del self._routes[route.topic]
         self._end_route(route, error)
@@ -798,9 +819,13 @@ class Client:
         if frame.get("success") is True:
             waiter.set_result(None)
         else:
-            waiter.set_exception(RequestRefused(str(frame.get("error", "unsubscribe refused")),
-                                                response_type="unsubscribe_response",
-                                                code=wire_code(frame.get("code"))))
+            waiter.set_exception(
+                RequestRefused(
+                    str(frame.get("error", "unsubscribe refused")),
+                    response_type="unsubscribe_response",
+                    code=wire_code(frame.get("code")),
+                )
+            )
 
     def _on_publish_response(self, frame: dict[str, Any]) -> None:
         message_id = frame.get("messageId")
@@ -815,8 +840,7 @@ class Client:
         delivered = delivered_to if isinstance(delivered_to, int) else 0
         out.answered = True
         if not out.response.done():
-            out.response.set_result(
-                PublishResult(out.message_id, delivered, frame.get("duplicate") is True, out.acked))
+            out.response.set_result(PublishResult(out.message_id, delivered, frame.get("duplicate") is True, out.acked))
         if out.acked or out.qos == 0 or delivered == 0:
             self._complete(out)
         else:
@@ -836,8 +860,13 @@ class Client:
         self.stats.received += 1
         topic, data, message_id = frame.get("topic"), frame.get("data"), frame.get("messageId")
         timestamp, retry, hash_ = frame.get("timestamp"), frame.get("retry", 0), frame.get("hash")
-        if not (isinstance(topic, str) and isinstance(data, str) and isinstance(message_id, str)
-                and (hash_ is None or isinstance(hash_, str)) and isinstance(retry, int)):
+        if not (
+            isinstance(topic, str)
+            and isinstance(data, str)
+            and isinstance(message_id, str)
+            and (hash_ is None or isinstance(hash_, str))
+            and isinstance(retry, int)
+        ):
             self._reject("?", "?", "malformed message frame")
             return
         wants_ack = frame.get("qos") != 0
@@ -882,8 +911,13 @@ class Client:
         if now - self._reject_warned_at < REJECT_WARNING_INTERVAL_S:
             self._rejects_unwarned += 1
             return
-        logger.warning("rejected message %s on %r: %s (%d more rejected since the last warning)",
-                       message_id, topic, reason, self._rejects_unwarned)
+        logger.warning(
+            "rejected message %s on %r: %s (%d more rejected since the last warning)",
+            message_id,
+            topic,
+            reason,
+            self._rejects_unwarned,
+        )
         self._reject_warned_at = now
         self._rejects_unwarned = 0
 

@@ -256,8 +256,9 @@ class RedisEngine:
                 handler.on_remote_ack(payload["s"], payload["id"])
             elif payload.get("k") == "handover":
                 state = handler.on_handover_request(payload["s"], payload["c"])
-                self._send(self.key("node", payload["r"]), {"k": "state", "s": payload["s"], "c": payload["c"],
-                                                            "state": state})
+                self._send(
+                    self.key("node", payload["r"]), {"k": "state", "s": payload["s"], "c": payload["c"], "state": state}
+                )
             elif payload.get("k") == "state":
                 waiter = self._handovers.pop((payload["s"], payload["c"]), None)
                 if waiter is not None and not waiter.done():
@@ -367,8 +368,9 @@ class RedisEngine:
             return None
         waiter: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
         self._handovers[(session_name, client_id)] = waiter
-        self._send(self.key("node", owner.decode()), {"k": "handover", "s": session_name, "c": client_id,
-                                                      "r": self.node_id})
+        self._send(
+            self.key("node", owner.decode()), {"k": "handover", "s": session_name, "c": client_id, "r": self.node_id}
+        )
         try:
             return await asyncio.wait_for(waiter, HANDOVER_TIMEOUT_S)
         except TimeoutError:

@@ -313,8 +313,19 @@ class SqliteStore:
         self._queue(
             "INSERT OR REPLACE INTO messages (session, message_id, seq, topic, data, hash, timestamp, qos,"
             " expires_at, dedupe_until, delivered_to, acked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-            (session, message_id, seq, topic, data, hash_, orjson.dumps(timestamp).decode(), qos, expires_at,
-             dedupe_until, delivered_to),
+            (
+                session,
+                message_id,
+                seq,
+                topic,
+                data,
+                hash_,
+                orjson.dumps(timestamp).decode(),
+                qos,
+                expires_at,
+                dedupe_until,
+                delivered_to,
+            ),
         )
 
     def finish_message(self, session: str, message_id: str, acked: bool) -> None:

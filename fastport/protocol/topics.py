@@ -40,9 +40,7 @@ def _check_common(topic: object, what: str, max_length: int, max_depth: int) -> 
     return topic
 
 
-def validate_topic(
-    topic: object, *, max_length: int = DEFAULT_MAX_LENGTH, max_depth: int = DEFAULT_MAX_DEPTH
-) -> str:
+def validate_topic(topic: object, *, max_length: int = DEFAULT_MAX_LENGTH, max_depth: int = DEFAULT_MAX_DEPTH) -> str:
     """Check a publish topic and return it.
 
     Raises:

@@ -15,9 +15,9 @@ from fastport import _speedups
 from fastport._speedups import Flusher
 from fastport.broker.core import Broker
 from fastport.broker.recovery import restore
+from fastport.config import ServerConfig
 from fastport.engines.redis import RedisEngine
 from fastport.engines.sqlite import SqliteStore
-from fastport.config import ServerConfig
 from fastport.errors import CloseCode
 from fastport.metrics import ServerCounters
 from fastport.server.admin import AdminAuth, load_or_create_token, token_path

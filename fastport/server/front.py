@@ -305,4 +305,3 @@ class FrontProtocol(asyncio.Protocol):
             self._fail(408, ProtocolError("request timeout", code=ErrorCode.MALFORMED_REQUEST))
         else:
             self._close()
-

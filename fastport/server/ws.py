@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
 
-from fastport._speedups import FrameListener, Flusher, Outbox
+from fastport._speedups import Flusher, FrameListener, Outbox
 from fastport.broker.connection import Connection
 from fastport.broker.core import Broker
 from fastport.errors import CloseCode
@@ -264,8 +264,10 @@ class BrokerListener(FrameListener):
         if self._outbox is not None:
             self._outbox.flush()
         if not transport.is_close_frame_sent:
-            transport.send_close(WSCloseCode(code) if code < 3000 else code,  # type: ignore[arg-type]  # picows takes any int
-                                 reason.encode("utf-8")[:123])
+            transport.send_close(
+                WSCloseCode(code) if code < 3000 else code,  # type: ignore[arg-type]  # picows takes any int
+                reason.encode("utf-8")[:123],
+            )
         transport.disconnect()
 
     def _close_now(self, code: int, reason: str) -> None:
@@ -276,6 +278,8 @@ class BrokerListener(FrameListener):
         if self._outbox is not None:
             self._outbox.discard()
         if not transport.is_close_frame_sent:
-            transport.send_close(WSCloseCode(code) if code < 3000 else code,  # type: ignore[arg-type]  # picows takes any int
-                                 reason.encode("utf-8")[:123])
+            transport.send_close(
+                WSCloseCode(code) if code < 3000 else code,  # type: ignore[arg-type]  # picows takes any int
+                reason.encode("utf-8")[:123],
+            )
         transport.disconnect(graceful=False)

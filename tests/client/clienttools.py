@@ -17,8 +17,9 @@ FAST_RECONNECT = ReconnectPolicy(initial_delay_s=0.05, max_delay_s=0.2, jitter=0
 def make_client(port: int, session: dict[str, Any], **options: Any) -> Client:
     options.setdefault("reconnect", FAST_RECONNECT)
     options.setdefault("request_timeout_s", WAIT_S)
-    return Client(f"ws://127.0.0.1:{port}", session["sessionName"], session["password"],
-                  options.pop("key", KEY), **options)
+    return Client(
+        f"ws://127.0.0.1:{port}", session["sessionName"], session["password"], options.pop("key", KEY), **options
+    )
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = WAIT_S) -> None:

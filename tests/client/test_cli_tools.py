@@ -8,14 +8,20 @@ import os
 import subprocess
 import sys
 
-from fastport.server.app import FastportServer
 from fastport_client_helpers import SessionFactory
+
+from fastport.server.app import FastportServer
 
 
 async def _fastport(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "fastport", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})},
+        sys.executable,
+        "-m",
+        "fastport",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -27,8 +33,12 @@ def test_keygen_prints_a_32_byte_key() -> None:
 async def test_pub_to_sub_round_trip(server: FastportServer, make_session: SessionFactory) -> None:
     session = await make_session()
     key = base64.b64encode(os.urandom(32)).decode()
-    env = {"FASTPORT_URL": f"ws://127.0.0.1:{server.port}", "FASTPORT_SESSION": session["sessionName"],
-           "FASTPORT_PASSWORD": "pw", "FASTPORT_KEY": key}
+    env = {
+        "FASTPORT_URL": f"ws://127.0.0.1:{server.port}",
+        "FASTPORT_SESSION": session["sessionName"],
+        "FASTPORT_PASSWORD": "pw",
+        "FASTPORT_KEY": key,
+    }
     sub = await _fastport("sub", "cli/#", "--count", "2", env=env)
     try:
         assert sub.stderr is not None
@@ -50,8 +60,11 @@ async def test_pub_to_sub_round_trip(server: FastportServer, make_session: Sessi
 
 async def test_errors_are_one_line_and_non_zero(server: FastportServer, make_session: SessionFactory) -> None:
     session = await make_session()
-    base = {"FASTPORT_URL": f"ws://127.0.0.1:{server.port}", "FASTPORT_SESSION": session["sessionName"],
-            "FASTPORT_KEY": base64.b64encode(os.urandom(32)).decode()}
+    base = {
+        "FASTPORT_URL": f"ws://127.0.0.1:{server.port}",
+        "FASTPORT_SESSION": session["sessionName"],
+        "FASTPORT_KEY": base64.b64encode(os.urandom(32)).decode(),
+    }
     cases = [
         ({**base, "FASTPORT_PASSWORD": "wrong"}, 1, "Invalid password"),
         (base, 2, "missing password"),
@@ -60,8 +73,15 @@ async def test_errors_are_one_line_and_non_zero(server: FastportServer, make_ses
     for env, status, message in cases:
         clean = {name: value for name, value in os.environ.items() if not name.startswith("FASTPORT_")}
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "fastport", "pub", "t", "x",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env={**clean, **env},
+            sys.executable,
+            "-m",
+            "fastport",
+            "pub",
+            "t",
+            "x",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**clean, **env},
         )
         _, err = await asyncio.wait_for(process.communicate(), 20)
         lines = err.decode().strip().splitlines()

@@ -8,9 +8,10 @@ import uuid
 from typing import Any
 
 import pytest
-
 from clienttools import KEY, WAIT_S, eventually, make_client
 from conftest import ClientFactory, SessionFactory
+from fastport_client_helpers import http
+
 from fastport.client import (
     Client,
     ConnectionState,
@@ -22,7 +23,6 @@ from fastport.client import (
 )
 from fastport.errors import ErrorCode
 from fastport.server.app import FastportServer
-from fastport_client_helpers import http
 
 # The client must work on plain asyncio too, not only on uvloop.
 pytestmark = pytest.mark.both_loops
@@ -33,9 +33,7 @@ async def next_message(subscription: Any) -> Message:
     return message
 
 
-async def test_emit_and_get_with_sync_and_async_callbacks(
-    server: FastportServer, make_session: SessionFactory
-) -> None:
+async def test_emit_and_get_with_sync_and_async_callbacks(server: FastportServer, make_session: SessionFactory) -> None:
     session = await make_session()
     received: asyncio.Queue[tuple[str | bytes, int | float]] = asyncio.Queue()
 
@@ -58,8 +56,10 @@ async def test_subscribe_iterator_and_wait_ack_across_envelopes(
     server: FastportServer, make_session: SessionFactory
 ) -> None:
     session = await make_session()
-    async with make_client(server.port, session, envelope="v1") as old_style, \
-            make_client(server.port, session) as new_style:
+    async with (
+        make_client(server.port, session, envelope="v1") as old_style,
+        make_client(server.port, session) as new_style,
+    ):
         from_v1 = new_style.subscribe("v1/out")
         from_v2 = old_style.subscribe("v2/out")
         await from_v1.ready()
@@ -77,9 +77,7 @@ async def test_subscribe_iterator_and_wait_ack_across_envelopes(
         assert (await old_style.emit("v1/out", "nobody")).delivered_to == 0
 
 
-async def test_wait_ack_without_receivers_returns_unacked(
-    server: FastportServer, make_session: SessionFactory
-) -> None:
+async def test_wait_ack_without_receivers_returns_unacked(server: FastportServer, make_session: SessionFactory) -> None:
     session = await make_session()
     async with make_client(server.port, session) as client:
         result = await asyncio.wait_for(client.emit("empty", "x", wait_ack=True), WAIT_S)
@@ -148,8 +146,10 @@ async def test_reconnects_resubscribes_and_receives_after_abort(
 ) -> None:
     session = await make_session()
     states: list[ConnectionState] = []
-    async with make_client(server.port, session, on_state=states.append) as receiver, \
-            make_client(server.port, session) as sender:
+    async with (
+        make_client(server.port, session, on_state=states.append) as receiver,
+        make_client(server.port, session) as sender,
+    ):
         subscription = receiver.subscribe("after/abort")
         await subscription.ready()
         assert receiver._transport is not None
@@ -162,8 +162,13 @@ async def test_reconnects_resubscribes_and_receives_after_abort(
                 break
             await asyncio.sleep(0.02)
         assert (await next_message(subscription)).payload == "again"
-    assert states[:5] == [ConnectionState.CONNECTING, ConnectionState.CONNECTED, ConnectionState.RECONNECTING,
-                          ConnectionState.CONNECTING, ConnectionState.CONNECTED]
+    assert states[:5] == [
+        ConnectionState.CONNECTING,
+        ConnectionState.CONNECTED,
+        ConnectionState.RECONNECTING,
+        ConnectionState.CONNECTING,
+        ConnectionState.CONNECTED,
+    ]
 
 
 async def test_publish_while_disconnected_is_sent_after_reconnect(

@@ -10,9 +10,9 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from clienttools import FAST_RECONNECT, KEY, eventually
 from fakebroker import FakeBroker, broker_like, fake_broker
+
 from fastport.client import (
     AckTimeout,
     Client,
@@ -42,14 +42,16 @@ async def test_init_sends_only_the_fields_that_are_set() -> None:
         assert frame == {"type": "init", "sessionName": "sess", "password": "pw"}
         async with client_for(broker, client_id="dev-1", durable=True):
             _, frame = await broker.next_frame("init")
-        assert frame == {"type": "init", "sessionName": "sess", "password": "pw", "clientId": "dev-1",
-                         "durable": True}
+        assert frame == {"type": "init", "sessionName": "sess", "password": "pw", "clientId": "dev-1", "durable": True}
 
 
 async def test_init_reads_resumed() -> None:
     async with fake_broker() as broker:
-        broker.answer = lambda f: [{"type": "init_response", "success": True, "sessionName": "sess",
-                                    "resumed": True}] if f["type"] == "init" else broker_like(f)
+        broker.answer = lambda f: (
+            [{"type": "init_response", "success": True, "sessionName": "sess", "resumed": True}]
+            if f["type"] == "init"
+            else broker_like(f)
+        )
         async with client_for(broker, client_id="dev-1", durable=True) as client:
             assert client.resumed is True
 
@@ -106,10 +108,12 @@ async def test_unanswered_publish_is_resent_with_the_same_message_id() -> None:
 
 async def test_publish_waits_for_ack_received_and_resends_until_it_comes() -> None:
     async with fake_broker() as broker:
+
         def delivered(frame: dict[str, Any]) -> list[dict[str, Any]]:
             if frame["type"] == "publish":
-                return [{"type": "publish_response", "success": True, "messageId": frame["messageId"],
-                         "deliveredTo": 1}]
+                return [
+                    {"type": "publish_response", "success": True, "messageId": frame["messageId"], "deliveredTo": 1}
+                ]
             return broker_like(frame)
 
         broker.answer = delivered
@@ -134,9 +138,19 @@ async def test_no_answer_after_max_retries_raises_ack_timeout() -> None:
 
 async def test_publish_refused_raises_with_the_broker_error() -> None:
     async with fake_broker() as broker:
-        broker.answer = lambda f: [{"type": "publish_response", "success": False, "messageId": f["messageId"],
-                                    "error": "Session suspended or invalid", "code": 3004}] \
-            if f["type"] == "publish" else broker_like(f)
+        broker.answer = lambda f: (
+            [
+                {
+                    "type": "publish_response",
+                    "success": False,
+                    "messageId": f["messageId"],
+                    "error": "Session suspended or invalid",
+                    "code": 3004,
+                }
+            ]
+            if f["type"] == "publish"
+            else broker_like(f)
+        )
         async with client_for(broker) as client:
             with pytest.raises(PublishRefused) as info:
                 await client.emit("t", "x")
@@ -172,8 +186,12 @@ async def test_other_close_codes_reconnect_and_resubscribe() -> None:
             number, frame = await broker.next_frame("subscribe")
             assert number == 2 and frame["topic"] == "x/#"
             await eventually(lambda: client.state is ConnectionState.CONNECTED and client.stats.reconnects == 1)
-    assert states[:4] == [ConnectionState.CONNECTING, ConnectionState.CONNECTED, ConnectionState.RECONNECTING,
-                          ConnectionState.CONNECTING]
+    assert states[:4] == [
+        ConnectionState.CONNECTING,
+        ConnectionState.CONNECTED,
+        ConnectionState.RECONNECTING,
+        ConnectionState.CONNECTING,
+    ]
 
 
 async def test_reconnect_gives_up_after_max_attempts() -> None:
@@ -211,8 +229,15 @@ async def test_received_messages_are_acked_deduplicated_and_checked() -> None:
 
     def message(topic: str, message_id: str, sealed_for: str | None = None, **extra: Any) -> dict[str, Any]:
         sealed = cipher.seal_v2("hi", topic=sealed_for or topic, message_id=message_id)
-        return {"type": "message", "topic": topic, "data": sealed.data, "hash": sealed.hash,
-                "timestamp": 1700000000000, "messageId": message_id, **extra}
+        return {
+            "type": "message",
+            "topic": topic,
+            "data": sealed.data,
+            "hash": sealed.hash,
+            "timestamp": 1700000000000,
+            "messageId": message_id,
+            **extra,
+        }
 
     async with fake_broker() as broker:
         async with client_for(broker) as client:

@@ -36,8 +36,13 @@ def test_backoff_attempt_budget() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"initial_delay_s": -1}, {"initial_delay_s": 5, "max_delay_s": 1}, {"multiplier": 0.5}, {"jitter": 1.5},
-     {"max_attempts": -1}],
+    [
+        {"initial_delay_s": -1},
+        {"initial_delay_s": 5, "max_delay_s": 1},
+        {"multiplier": 0.5},
+        {"jitter": 1.5},
+        {"max_attempts": -1},
+    ],
 )
 def test_backoff_rejects_bad_settings(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):

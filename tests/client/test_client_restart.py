@@ -8,10 +8,11 @@ import os
 import socket
 from pathlib import Path
 
+from fastport_client_helpers import http
+
 from fastport.client import Client, ReconnectPolicy
 from fastport.config import ServerConfig
 from fastport.server.app import FastportServer
-from fastport_client_helpers import http
 
 TOKEN = "t" * 32
 
@@ -26,8 +27,13 @@ async def test_durable_subscriber_loses_nothing_confirmed_across_a_broker_restar
     port = _free_port()
     config = ServerConfig(port=port, data_dir=tmp_path, admin_token=TOKEN, store=f"sqlite:{tmp_path / 'state.db'}")
     server = await FastportServer.start(config)
-    status, _, _ = await http(port, "POST", "/api/createSession", {"sessionName": "s", "password": "pw"},
-                              headers={"Authorization": f"Bearer {TOKEN}"})
+    status, _, _ = await http(
+        port,
+        "POST",
+        "/api/createSession",
+        {"sessionName": "s", "password": "pw"},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert status == 200
     key = base64.b64encode(os.urandom(32)).decode()
     url = f"ws://127.0.0.1:{port}"

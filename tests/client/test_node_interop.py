@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from clienttools import KEY, make_client
 from conftest import SessionFactory
+
 from fastport.server.app import FastportServer
 
 WS_VERSION = "8"
@@ -41,7 +41,9 @@ def node_modules() -> Path:
     assert NPM is not None
     subprocess.run(
         [NPM, "install", "--no-audit", "--no-fund", "--prefix", str(staging), f"ws@{WS_VERSION}"],
-        check=True, capture_output=True, timeout=120,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     try:
         staging.rename(cache)  # atomic: a concurrent run that won the race keeps its copy
@@ -89,8 +91,9 @@ async def test_node_v1_client_and_python_client_exchange_acked_messages(
         try:
             await read_event(process, "ready")
             # Python -> Node: the Node peer checks the hash, decrypts and acks.
-            result = await asyncio.wait_for(client.emit("python/to/node", "héllo from python ✓", wait_ack=True),
-                                            STEP_TIMEOUT_S)
+            result = await asyncio.wait_for(
+                client.emit("python/to/node", "héllo from python ✓", wait_ack=True), STEP_TIMEOUT_S
+            )
             assert result.acked is True and result.delivered_to == 1
             received = await read_event(process, "received")
             assert received["plaintext"] == "héllo from python ✓"

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, ClientFactory, SessionFactory
+from hostile_helpers import Bystander, RawWS
 
 from fastport.config import ServerConfig
 from fastport.server.app import FastportServer
-from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, ClientFactory, SessionFactory
-from hostile_helpers import Bystander, RawWS
 
 RawFactory = Callable[..., Awaitable[RawWS]]
 
@@ -59,9 +59,7 @@ def server_settings() -> dict[str, Any]:
 @pytest.fixture
 async def server(tmp_path: Path, server_settings: dict[str, Any]) -> AsyncIterator[FastportServer]:
     """The server under attack (the bystander and the attacker share it)."""
-    config = ServerConfig(
-        port=0, data_dir=tmp_path, admin_user=ADMIN_USER, admin_pass=ADMIN_PASS, **server_settings
-    )
+    config = ServerConfig(port=0, data_dir=tmp_path, admin_user=ADMIN_USER, admin_pass=ADMIN_PASS, **server_settings)
     srv = await FastportServer.start(config)
     try:
         yield srv

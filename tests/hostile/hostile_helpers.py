@@ -37,7 +37,9 @@ def build_frame(
     declared = len(payload) if length is None else length
     first = (0x80 if fin else 0) | (rsv << 4) | opcode
     mask_bit = 0x80 if masked else 0
-    form = length_form if length_form is not None else (declared if declared < 126 else 126 if declared < 1 << 16 else 127)
+    form = (
+        length_form if length_form is not None else (declared if declared < 126 else 126 if declared < 1 << 16 else 127)
+    )
     if form < 126:
         header = bytes((first, mask_bit | declared))
     elif form == 126:

@@ -12,11 +12,35 @@ from fastport.errors import ProtocolError
 from fastport.protocol import codec
 
 TYPES = ["init", "subscribe", "unsubscribe", "publish", "ack", "init_file", "end_file", "message", ""]
-FIELDS = ["type", "sessionName", "password", "userId", "topic", "data", "messageId", "hash", "timestamp", "fileId",
-          "qos", "retain", "clientId", "durable", "will"]
-SCALARS = st.none() | st.booleans() | st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1) | st.floats(allow_nan=False) | st.text(max_size=20)
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
-                                                                                            max_size=3), max_leaves=8)
+FIELDS = [
+    "type",
+    "sessionName",
+    "password",
+    "userId",
+    "topic",
+    "data",
+    "messageId",
+    "hash",
+    "timestamp",
+    "fileId",
+    "qos",
+    "retain",
+    "clientId",
+    "durable",
+    "will",
+]
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 

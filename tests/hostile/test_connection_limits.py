@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import RawFactory
+from hostile_helpers import OP_PING, Bystander, RawWS
 
 from fastport.errors import CloseCode
 from fastport.server.app import FastportServer
-from hostile_helpers import OP_PING, Bystander, RawWS
-from conftest import RawFactory
 
 
 @pytest.mark.parametrize("server_settings", [{"init_timeout_s": 0.4}])

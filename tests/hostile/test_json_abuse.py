@@ -6,11 +6,11 @@ from typing import Any
 
 import orjson
 import pytest
+from fastport_client_helpers import ClientFactory, WSClient
+from hostile_helpers import Bystander
 
 from fastport.errors import CloseCode, ErrorCode
 from fastport.server.app import FastportServer
-from fastport_client_helpers import ClientFactory, WSClient
-from hostile_helpers import Bystander
 
 
 async def _still_usable(client: WSClient) -> None:
@@ -53,8 +53,11 @@ async def test_json_that_is_not_an_object_gets_1002(
 ) -> None:
     client = await connect(attacker)
     client.send_raw(payload)
-    assert await client.recv() == {"type": "error", "error": "frame must be a JSON object",
-                                   "code": ErrorCode.NOT_AN_OBJECT}
+    assert await client.recv() == {
+        "type": "error",
+        "error": "frame must be a JSON object",
+        "code": ErrorCode.NOT_AN_OBJECT,
+    }
     await _still_usable(client)
     await bystander.check()
 
@@ -62,8 +65,15 @@ async def test_json_that_is_not_an_object_gets_1002(
 @pytest.mark.parametrize(
     "frame",
     [
-        {}, {"type": None}, {"type": 1}, {"type": 1.5}, {"type": True}, {"type": "INIT"}, {"type": "message"},
-        {"type": "init_response"}, {"type": "init\u0000"},
+        {},
+        {"type": None},
+        {"type": 1},
+        {"type": 1.5},
+        {"type": True},
+        {"type": "INIT"},
+        {"type": "message"},
+        {"type": "init_response"},
+        {"type": "init\u0000"},
         pytest.param({"type": ["init"]}, id="type-list"),
         pytest.param({"type": {"init": 1}}, id="type-object"),
     ],
@@ -73,8 +83,12 @@ async def test_empty_object_and_unknown_types_get_1003(
 ) -> None:
     client = await connect(attacker)
     client.send(frame)
-    assert await client.recv() == {"type": "error", "error": "Unknown message type",
-                                   "code": ErrorCode.UNKNOWN_TYPE, "field": "type"}
+    assert await client.recv() == {
+        "type": "error",
+        "error": "Unknown message type",
+        "code": ErrorCode.UNKNOWN_TYPE,
+        "field": "type",
+    }
     await _still_usable(client)
     await bystander.check()
 
@@ -101,8 +115,12 @@ CASES = [
 
 @pytest.mark.parametrize(("frame_type", "field", "value"), CASES)
 async def test_wrong_type_in_every_field_of_every_frame_gets_1005(
-    connect: ClientFactory, attacker: dict[str, Any], bystander: Bystander,
-    frame_type: str, field: str, value: Any,
+    connect: ClientFactory,
+    attacker: dict[str, Any],
+    bystander: Bystander,
+    frame_type: str,
+    field: str,
+    value: Any,
 ) -> None:
     client = await connect(attacker)
     client.send({**VALID[frame_type], field: value})
@@ -113,8 +131,12 @@ async def test_wrong_type_in_every_field_of_every_frame_gets_1005(
     await bystander.check()
 
 
-REQUIRED = [(t, f) for t, frame in VALID.items() for f in frame
-            if f not in ("type", "userId", "hash", "timestamp") and not (t == "ack" and f == "topic")]
+REQUIRED = [
+    (t, f)
+    for t, frame in VALID.items()
+    for f in frame
+    if f not in ("type", "userId", "hash", "timestamp") and not (t == "ack" and f == "topic")
+]
 
 
 @pytest.mark.parametrize(("frame_type", "field"), REQUIRED)
@@ -129,8 +151,12 @@ async def test_missing_field_gets_1004(
     else:
         frame[field] = None
     client.send(frame)
-    assert await client.recv() == {"type": "error", "error": f"missing field: {field}",
-                                   "code": ErrorCode.MISSING_FIELD, "field": field}
+    assert await client.recv() == {
+        "type": "error",
+        "error": f"missing field: {field}",
+        "code": ErrorCode.MISSING_FIELD,
+        "field": field,
+    }
     await _still_usable(client)
     await bystander.check()
 
@@ -168,8 +194,12 @@ async def test_nul_in_topics_is_refused_and_in_data_is_opaque(
 async def test_nul_in_session_name_is_session_not_found(connect: ClientFactory, bystander: Bystander) -> None:
     client = await connect()
     answer = await client.init("victim\u0000", "victim-password")
-    assert answer == {"type": "init_response", "success": False, "error": "Session not found",
-                      "code": ErrorCode.SESSION_NOT_FOUND}
+    assert answer == {
+        "type": "init_response",
+        "success": False,
+        "error": "Session not found",
+        "code": ErrorCode.SESSION_NOT_FOUND,
+    }
     await bystander.check()
 
 

@@ -6,20 +6,23 @@ import asyncio
 from typing import Any
 
 import orjson
+from fastport_client_helpers import ClientFactory, SessionFactory
+from hostile_helpers import Bystander
 from picows import WSMsgType
 
 from fastport.errors import ErrorCode
-from fastport_client_helpers import ClientFactory, SessionFactory
-from hostile_helpers import Bystander
 
 NOT_INITIALIZED = {"type": "error", "error": "Not initialized", "code": ErrorCode.NOT_INITIALIZED}
 
 
 async def test_frames_out_of_order(connect: ClientFactory, attacker: dict[str, Any], bystander: Bystander) -> None:
     client = await connect()
-    for frame in ({"type": "subscribe", "topic": "victim/#"}, {"type": "ack", "messageId": "m"},
-                  {"type": "publish", "topic": "victim/readings", "data": "x", "messageId": "m"},
-                  {"type": "init_file", "topic": "victim/readings", "fileId": "f"}):
+    for frame in (
+        {"type": "subscribe", "topic": "victim/#"},
+        {"type": "ack", "messageId": "m"},
+        {"type": "publish", "topic": "victim/readings", "data": "x", "messageId": "m"},
+        {"type": "init_file", "topic": "victim/readings", "fileId": "f"},
+    ):
         client.send(frame)
         assert await client.recv() == NOT_INITIALIZED
     client.send_raw(b"\x02" + b"f" * 40, WSMsgType.BINARY)
@@ -34,8 +37,14 @@ async def test_frames_out_of_order(connect: ClientFactory, attacker: dict[str, A
     assert (await client.recv())["code"] == ErrorCode.BINARY_NOT_SUPPORTED
     client.send({"type": "unsubscribe", "topic": "never"})
     answer = await client.recv()
-    assert answer == {"type": "unsubscribe_response", "success": False, "error": "Not subscribed",
-                      "code": ErrorCode.NOT_SUBSCRIBED, "field": "topic", "topic": "never"}
+    assert answer == {
+        "type": "unsubscribe_response",
+        "success": False,
+        "error": "Not subscribed",
+        "code": ErrorCode.NOT_SUBSCRIBED,
+        "field": "topic",
+        "topic": "never",
+    }
     await bystander.check()
 
 
@@ -47,8 +56,12 @@ async def test_flood_of_10k_small_frames_is_answered_in_order(
     for message_id in ids:
         client.send({"type": "publish", "topic": "nobody/listens", "data": "x", "messageId": message_id})
     for message_id in ids:
-        assert await client.recv() == {"type": "publish_response", "success": True, "messageId": message_id,
-                                       "deliveredTo": 0}
+        assert await client.recv() == {
+            "type": "publish_response",
+            "success": True,
+            "messageId": message_id,
+            "deliveredTo": 0,
+        }
     await bystander.check()
 
 
@@ -79,8 +92,12 @@ async def test_reinit_into_another_tenant_is_refused(
 ) -> None:
     client = await connect(attacker)
     answer = await client.init("victim", "victim-password")
-    assert answer == {"type": "init_response", "success": False, "error": "Already initialized",
-                      "code": ErrorCode.ALREADY_INITIALIZED}
+    assert answer == {
+        "type": "init_response",
+        "success": False,
+        "error": "Already initialized",
+        "code": ErrorCode.ALREADY_INITIALIZED,
+    }
     await client.subscribe("victim/#")
     client.publish("victim/readings", data="forged")
     assert (await client.recv())["deliveredTo"] == 0
@@ -113,8 +130,12 @@ async def test_acks_for_foreign_or_unknown_message_ids_do_not_count(
     for target in (message_id, "no-such-id", ""):
         client.send({"type": "ack", "topic": "held/one", "messageId": target})
         answer = await client.recv()
-        assert answer == {"type": "error", "error": "Unknown or already acknowledged message",
-                          "code": ErrorCode.UNKNOWN_MESSAGE, "messageId": target}
+        assert answer == {
+            "type": "error",
+            "error": "Unknown or already acknowledged message",
+            "code": ErrorCode.UNKNOWN_MESSAGE,
+            "messageId": target,
+        }
     # The victim's message is still held: no ack_received, and it is redelivered.
     await publisher.expect_silence(0.2)
     slow.send({"type": "ack", "topic": "held/one", "messageId": message_id})
@@ -134,8 +155,12 @@ async def test_publishing_with_another_tenants_message_ids(
     attacker_pub, attacker_sub = await connect(attacker), await connect(attacker)
     await attacker_sub.subscribe("held/+")
     attacker_pub.publish("held/one", data="forged", message_id=message_id)
-    assert await attacker_pub.recv() == {"type": "publish_response", "success": True, "messageId": message_id,
-                                         "deliveredTo": 1}
+    assert await attacker_pub.recv() == {
+        "type": "publish_response",
+        "success": True,
+        "messageId": message_id,
+        "deliveredTo": 1,
+    }
     assert (await attacker_sub.recv())["data"] == "forged"
     attacker_sub.send({"type": "ack", "topic": "held/one", "messageId": message_id})
     assert await attacker_pub.recv() == {"type": "ack_received", "messageId": message_id, "topic": "held/one"}

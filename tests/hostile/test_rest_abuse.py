@@ -7,11 +7,11 @@ import base64
 from typing import Any
 
 import pytest
+from fastport_client_helpers import http, parse_response
+from hostile_helpers import Bystander
 
 from fastport.errors import ErrorCode
 from fastport.server.app import FastportServer
-from fastport_client_helpers import http, parse_response
-from hostile_helpers import Bystander
 
 
 async def _raw(port: int, data: bytes) -> bytes:
@@ -24,8 +24,9 @@ async def _raw(port: int, data: bytes) -> bytes:
 
 
 def _request(method: str, path: str, headers: list[str], body: bytes = b"") -> bytes:
-    return (f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n").encode(
-        "latin-1") + body
+    return (
+        f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + "".join(f"{h}\r\n" for h in headers) + "\r\n"
+    ).encode("latin-1") + body
 
 
 def _status(data: bytes) -> tuple[int, Any]:
@@ -43,9 +44,7 @@ def _status(data: bytes) -> tuple[int, Any]:
         (b"[" * 5000 + b"]" * 5000, "request body is not valid JSON"),
     ],
 )
-async def test_malformed_bodies_get_400(
-    server: FastportServer, bystander: Bystander, body: bytes, error: str
-) -> None:
+async def test_malformed_bodies_get_400(server: FastportServer, bystander: Bystander, body: bytes, error: str) -> None:
     status, _, answer = await http(server.port, "POST", "/api/dropSession", raw_body=body)
     assert (status, answer) == (400, {"success": False, "error": error, "code": ErrorCode.MALFORMED_REQUEST})
     await bystander.check()
@@ -70,8 +69,13 @@ async def test_huge_chunked_body_gets_413(server: FastportServer, bystander: Bys
 
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
-    [("GET", "/api/createSession", "POST"), ("PUT", "/api/dropSession", "POST"),
-     ("DELETE", "/api/suspendSession", "POST"), ("POST", "/health", "GET"), ("POST", "/metrics", "GET")],
+    [
+        ("GET", "/api/createSession", "POST"),
+        ("PUT", "/api/dropSession", "POST"),
+        ("DELETE", "/api/suspendSession", "POST"),
+        ("POST", "/health", "GET"),
+        ("POST", "/metrics", "GET"),
+    ],
 )
 async def test_wrong_methods_get_405(
     server: FastportServer, bystander: Bystander, method: str, path: str, allow: str
@@ -83,8 +87,10 @@ async def test_wrong_methods_get_405(
 
 async def test_unknown_method_gets_400(server: FastportServer, bystander: Bystander) -> None:
     data = await _raw(server.port, _request("FROB", "/health", []))
-    assert _status(data) == (400, {"success": False, "error": "malformed HTTP request",
-                                   "code": ErrorCode.MALFORMED_REQUEST})
+    assert _status(data) == (
+        400,
+        {"success": False, "error": "malformed HTTP request", "code": ErrorCode.MALFORMED_REQUEST},
+    )
     await bystander.check()
 
 
@@ -109,8 +115,10 @@ async def test_bad_admin_credentials_get_401(
     headers = ["Content-Type: application/json", "Content-Length: 35"]
     if authorization is not None:
         headers.append(f"Authorization: {authorization}")
-    data = await _raw(server.port, _request("POST", "/api/createSession", headers,
-                                            b'{"sessionName":"x","password":"y"}'[:35].ljust(35)))
+    data = await _raw(
+        server.port,
+        _request("POST", "/api/createSession", headers, b'{"sessionName":"x","password":"y"}'[:35].ljust(35)),
+    )
     status, answer = _status(data)
     assert status == 401 and answer["code"] == code, answer
     await bystander.check()
@@ -118,7 +126,11 @@ async def test_bad_admin_credentials_get_401(
 
 @pytest.mark.parametrize("value", [b"Bearer \xe9\xe8\xff", "Bearer тайна".encode(), b"Basic \xc3\x28"])
 async def test_non_ascii_authorization_gets_401(server: FastportServer, bystander: Bystander, value: bytes) -> None:
-    head = b"POST /api/createSession HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\nAuthorization: " + value + b"\r\n\r\n{}"
+    head = (
+        b"POST /api/createSession HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\nAuthorization: "
+        + value
+        + b"\r\n\r\n{}"
+    )
     status, answer = _status(await _raw(server.port, head))
     assert status == 401 and answer["code"] == ErrorCode.ADMIN_AUTH_INVALID
     await bystander.check()
@@ -128,8 +140,10 @@ async def test_session_owner_credentials_of_another_tenant_are_refused(
     server: FastportServer, bystander: Bystander, attacker: dict[str, Any]
 ) -> None:
     # The attacker's own secret key with the victim's name and password guesses.
-    for body in ({"sessionName": "victim", "password": "guess", "secretKey": attacker["secretKey"]},
-                 {"sessionName": "victim", "password": "victim-password", "secretKey": attacker["secretKey"]}):
+    for body in (
+        {"sessionName": "victim", "password": "guess", "secretKey": attacker["secretKey"]},
+        {"sessionName": "victim", "password": "victim-password", "secretKey": attacker["secretKey"]},
+    ):
         status, _, answer = await http(server.port, "POST", "/api/dropSession", body)
         assert (status, answer["error"]) == (400, "Invalid credentials"), answer
     assert server.counters.owner_auth_failures == 2
@@ -190,8 +204,12 @@ async def test_bad_framing_headers(
 
 async def test_pipelined_smuggling_attempt_is_answered_once(server: FastportServer, bystander: Bystander) -> None:
     smuggled = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
-    data = await _raw(server.port, _request("POST", "/api/dropSession",
-                                            ["Content-Length: 2", "Transfer-Encoding: chunked"], b"0\r\n\r\n" + smuggled))
+    data = await _raw(
+        server.port,
+        _request(
+            "POST", "/api/dropSession", ["Content-Length: 2", "Transfer-Encoding: chunked"], b"0\r\n\r\n" + smuggled
+        ),
+    )
     assert data.count(b"HTTP/1.1 ") == 1 and _status(data)[0] == 400
     await bystander.check()
 

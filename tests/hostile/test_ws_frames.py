@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from fastport.errors import CloseCode, ErrorCode
-from fastport.server.app import FastportServer
+from conftest import RawFactory
 from hostile_helpers import (
     OP_BINARY,
     OP_CLOSE,
@@ -20,7 +18,9 @@ from hostile_helpers import (
     close_payload,
     upgrade_request,
 )
-from conftest import RawFactory
+
+from fastport.errors import CloseCode, ErrorCode
+from fastport.server.app import FastportServer
 
 SUBSCRIBE = b'{"type":"subscribe","topic":"t"}'
 NOT_INITIALIZED = {"type": "error", "error": "Not initialized", "code": ErrorCode.NOT_INITIALIZED}
@@ -78,9 +78,7 @@ async def test_ping_between_fragments_is_answered_and_the_message_completes(
     await bystander.check()
 
 
-async def test_binary_fragment_interleaved_in_a_text_message_closes_1002(
-    raw: RawFactory, bystander: Bystander
-) -> None:
+async def test_binary_fragment_interleaved_in_a_text_message_closes_1002(raw: RawFactory, bystander: Bystander) -> None:
     ws = await raw()
     ws.frame(OP_TEXT, SUBSCRIBE[:10], fin=False)
     ws.frame(OP_BINARY, b"\x02" + b"f" * 40, fin=False)
@@ -88,9 +86,7 @@ async def test_binary_fragment_interleaved_in_a_text_message_closes_1002(
     await bystander.check()
 
 
-async def test_text_fragment_followed_by_a_new_text_frame_closes_1002(
-    raw: RawFactory, bystander: Bystander
-) -> None:
+async def test_text_fragment_followed_by_a_new_text_frame_closes_1002(raw: RawFactory, bystander: Bystander) -> None:
     ws = await raw()
     ws.frame(OP_TEXT, SUBSCRIBE[:10], fin=False)
     ws.frame(OP_TEXT, SUBSCRIBE)

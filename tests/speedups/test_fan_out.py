@@ -60,8 +60,13 @@ def message() -> SimpleNamespace:
     return SimpleNamespace(frame=FRAME, message_id=MESSAGE_ID)
 
 
-def run(speedups: SimpleNamespace, targets: dict[Target, int], publisher: object = None, window: int = 4,
-        durable_aside: bool = False) -> tuple[int, list[tuple[Target, int]] | None, Arm, SimpleNamespace]:
+def run(
+    speedups: SimpleNamespace,
+    targets: dict[Target, int],
+    publisher: object = None,
+    window: int = 4,
+    durable_aside: bool = False,
+) -> tuple[int, list[tuple[Target, int]] | None, Arm, SimpleNamespace]:
     arm = Arm()
     msg = message()
     sent, rest = speedups.fan_out(targets, msg, publisher, DUE, window, durable_aside, arm)
@@ -92,9 +97,7 @@ def test_sends_one_frame_records_inflight_and_arms(speedups: SimpleNamespace) ->
         (Target(durable=True), 1, "durable, with durable_aside"),
     ],
 )
-def test_leaves_the_rest_to_the_delivery_policy(
-    speedups: SimpleNamespace, target: Target, qos: int, why: str
-) -> None:
+def test_leaves_the_rest_to_the_delivery_policy(speedups: SimpleNamespace, target: Target, qos: int, why: str) -> None:
     plain = Target()
     sent, rest, arm, _ = run(speedups, {target: qos, plain: 1}, durable_aside=True)
     assert sent == 1, why
@@ -201,8 +204,11 @@ def outcome(targets: dict[Target, int], result: tuple[int, Any], arm: Arm) -> tu
 @settings(max_examples=200, deadline=None)
 @given(states=TARGET_STATES, window=st.integers(1, 6), durable_aside=st.booleans(), skip=st.integers(-1, 11))
 def test_twins_agree(
-    twins: tuple[SimpleNamespace, SimpleNamespace], states: list[tuple[Any, ...]], window: int,
-    durable_aside: bool, skip: int,
+    twins: tuple[SimpleNamespace, SimpleNamespace],
+    states: list[tuple[Any, ...]],
+    window: int,
+    durable_aside: bool,
+    skip: int,
 ) -> None:
     results = []
     for twin in twins:

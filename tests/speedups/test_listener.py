@@ -37,8 +37,9 @@ def make(speedups: SimpleNamespace, connected: bool = True) -> Any:
     return listener
 
 
-def frame(msg_type: WSMsgType = WSMsgType.TEXT, payload: bytes = b'{"type":"ack"}', fin: bool = True,
-          rsv1: bool = False) -> Any:
+def frame(
+    msg_type: WSMsgType = WSMsgType.TEXT, payload: bytes = b'{"type":"ack"}', fin: bool = True, rsv1: bool = False
+) -> Any:
     return _make_test_ws_frame(msg_type, payload, fin, rsv1)
 
 

@@ -73,9 +73,7 @@ def test_switch_exports() -> None:
 
 @pytest.mark.compiled
 @pytest.mark.parametrize("module", MODULES)
-def test_twins_export_the_same_names(
-    twins: tuple[SimpleNamespace, SimpleNamespace], module: str
-) -> None:
+def test_twins_export_the_same_names(twins: tuple[SimpleNamespace, SimpleNamespace], module: str) -> None:
     python = importlib.import_module(f"fastport._speedups.{module}_py")
     compiled = importlib.import_module(f"fastport._speedups.{module}_c")
     assert compiled.__all__ == python.__all__
@@ -104,9 +102,7 @@ def test_twins_export_the_same_names(
 
 
 def public_methods(cls: type) -> set[str]:
-    return {name for name in vars(cls) if not name.startswith("_")} | (
-        {"__len__"} & set(vars(cls))
-    )
+    return {name for name in vars(cls) if not name.startswith("_")} | ({"__len__"} & set(vars(cls)))
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -115,9 +111,7 @@ def test_stub_mirrors_the_python_twin(module: str) -> None:
     python = importlib.import_module(f"fastport._speedups.{module}_py")
     stub = public_signatures(SPEEDUPS_DIR / f"{module}_c.pyi")
     assert stub == public_signatures(SPEEDUPS_DIR / f"{module}_py.py")
-    assert sorted(stub) == sorted(
-        name for name in python.__all__ if isinstance(getattr(python, name), type)
-    )
+    assert sorted(stub) == sorted(name for name in python.__all__ if isinstance(getattr(python, name), type))
 
 
 def public_signatures(path: Path) -> dict[str, dict[str, str]]:

@@ -68,7 +68,7 @@ def test_past_deadlines_fire_at_next_advance(speedups: SimpleNamespace) -> None:
     wheel = speedups.TimerWheel(1000)
     wheel.schedule(1000, "now")
     wheel.schedule(5, "long ago")
-    wheel.schedule(-10**9, "before the epoch")
+    wheel.schedule(-(10**9), "before the epoch")
     assert wheel.next_deadline() == 1001
     assert wheel.advance(1000) == ["before the epoch", "long ago", "now"]
     wheel.schedule(999, "late")

@@ -278,8 +278,6 @@ def test_any_str_is_safe(speedups: SimpleNamespace, filters: list[str], topics: 
 @pytest.mark.compiled
 @SETTINGS
 @given(ops=TRIE_OPS)
-def test_twins_agree(
-    twins: tuple[SimpleNamespace, SimpleNamespace], ops: list[tuple[object, ...]]
-) -> None:
+def test_twins_agree(twins: tuple[SimpleNamespace, SimpleNamespace], ops: list[tuple[object, ...]]) -> None:
     compiled, python = twins
     assert run_trie_ops(compiled.TopicTrie(), ops) == run_trie_ops(python.TopicTrie(), ops)
