@@ -22,7 +22,6 @@ statuses)::
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Final
 
 
 class ErrorCode(IntEnum):
@@ -35,7 +34,7 @@ class ErrorCode(IntEnum):
     MISSING_FIELD = 1004
     INVALID_FIELD = 1005
     INVALID_TOPIC = 1006
-    BINARY_NOT_SUPPORTED = 1007
+    INVALID_FILE_CHUNK = 1007
     ROUTE_NOT_FOUND = 1008
     METHOD_NOT_ALLOWED = 1009
     MALFORMED_REQUEST = 1010
@@ -44,6 +43,7 @@ class ErrorCode(IntEnum):
     ALREADY_INITIALIZED = 2002
     NOT_SUBSCRIBED = 2003
     UNKNOWN_MESSAGE = 2004
+    FILE_NOT_OPEN = 2005
     # 3xxx: authentication and sessions
     SESSION_NOT_FOUND = 3001
     INVALID_PASSWORD = 3002
@@ -61,6 +61,7 @@ class ErrorCode(IntEnum):
     TOO_MANY_SUBSCRIPTIONS = 4006
     TOO_MANY_CONNECTIONS = 4007
     AUTH_THROTTLED = 4008
+    TOO_MANY_FILES = 4009
     # 5xxx: the broker failed
     INTERNAL = 5000
     ENGINE_UNAVAILABLE = 5001
@@ -92,17 +93,29 @@ class FastportError(Exception):
         error: the human-readable ``error`` string put on the wire.
         error_code: the numeric ``code`` put on the wire.
         http_status: the HTTP status when the error answers a REST request.
+        close_code: the WebSocket close code when the error ends the connection, else None
+            (an error frame answers it and the connection stays).
     """
 
     error_code: ErrorCode = ErrorCode.INTERNAL
     http_status: int = 500
+    close_code: int | None = None
 
-    def __init__(self, error: str, *, code: ErrorCode | None = None, field: str | None = None) -> None:
+    def __init__(
+        self,
+        error: str,
+        *,
+        code: ErrorCode | None = None,
+        field: str | None = None,
+        close: CloseCode | None = None,
+    ) -> None:
         super().__init__(error)
         self.error = error
         self.field = field
         if code is not None:
             self.error_code = code
+        if close is not None:
+            self.close_code = close
 
 
 class ProtocolError(FastportError):
@@ -123,13 +136,13 @@ class FrameTooLarge(ProtocolError):
 
     error_code = ErrorCode.LIMIT_EXCEEDED
     http_status = 413
-    close_code: Final = CloseCode.MESSAGE_TOO_BIG
+    close_code = CloseCode.MESSAGE_TOO_BIG
 
 
 class InvalidUtf8(ProtocolError):
     """A text frame whose payload is not valid UTF-8 (close 1007, RFC 6455 §8.1)."""
 
-    close_code: Final = CloseCode.INVALID_DATA
+    close_code = CloseCode.INVALID_DATA
 
 
 class AuthError(FastportError):

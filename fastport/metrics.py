@@ -20,6 +20,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from fastport import __version__, _speedups
+from fastport.broker.histogram import LatencyHistogram
+from fastport.engines.redis import RedisEngine
 
 if TYPE_CHECKING:
     from fastport.broker.core import Broker
@@ -27,8 +29,7 @@ if TYPE_CHECKING:
 #: ``Content-Type`` of ``GET /metrics``.
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 
-#: Delivery counters read from ``broker.delivery``: (attribute, metric name without ``_total``, help).
-#: Attributes missing on the running broker read as 0, so the names stay stable across versions.
+#: ``DeliveryCounters`` attributes: (attribute, metric name without ``_total``, help).
 DELIVERY_COUNTERS: Final = (
     ("published", "fastport_messages_published", "Publishes accepted and fanned out (duplicates excluded)."),
     ("deliveries", "fastport_deliveries", "Message frames sent to subscribers on first delivery."),
@@ -52,7 +53,7 @@ DELIVERY_COUNTERS: Final = (
     ("durable_expired", "fastport_durable_clients_expired", "Offline durable clients forgotten at their TTL."),
 )
 
-#: ``Delivery`` latency histograms (milliseconds inside, seconds on the wire).
+#: ``DeliveryCounters`` latency histograms (milliseconds inside, seconds on the wire).
 LATENCY_HISTOGRAMS: Final = (
     (
         "delivery_latency",
@@ -62,7 +63,7 @@ LATENCY_HISTOGRAMS: Final = (
     ("ack_latency", "fastport_publish_to_ack_seconds", "Time from a publish to each subscriber's ack."),
 )
 
-#: ``Broker`` limit attributes and their ``limit`` label value.
+#: ``BrokerCounters`` limit attributes and their ``limit`` label value.
 BROKER_LIMIT_LABELS: Final = (
     ("rate_limited", "publish_rate"),
     ("rate_abuse_closes", "publish_rate_close"),
@@ -160,24 +161,21 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily(
             "fastport_uptime_seconds", "Seconds since the broker started.", value=_number(stats.get("uptimeSeconds"))
         )
-        yield GaugeMetricFamily(
-            "fastport_connections", "Open WebSocket connections.", value=_number(getattr(broker, "connection_count", 0))
-        )
+        yield GaugeMetricFamily("fastport_connections", "Open WebSocket connections.", value=broker.connection_count)
         yield GaugeMetricFamily("fastport_sessions", "Live sessions.", value=_number(stats.get("sessions")))
         yield GaugeMetricFamily(
             "fastport_inflight_messages",
             "Messages sent and not yet acked by every subscriber they went to.",
             value=_number(stats.get("inflightMessages")),
         )
-        delivery = getattr(broker, "delivery", None)
+        delivery = broker.delivery.counters
         for attribute, name, documentation in DELIVERY_COUNTERS:
-            yield CounterMetricFamily(name, documentation, value=_number(getattr(delivery, attribute, 0)))
+            yield CounterMetricFamily(name, documentation, value=getattr(delivery, attribute))
         for attribute, name, documentation in LATENCY_HISTOGRAMS:
-            histogram = getattr(delivery, attribute, None)
-            if histogram is not None:
-                yield HistogramMetricFamily(
-                    name, documentation, buckets=histogram.cumulative(), sum_value=histogram.sum_ms / 1000
-                )
+            histogram: LatencyHistogram = getattr(delivery, attribute)
+            yield HistogramMetricFamily(
+                name, documentation, buckets=histogram.cumulative(), sum_value=histogram.sum_ms / 1000
+            )
         yield CounterMetricFamily(
             "fastport_connections_accepted",
             "TCP connections accepted (HTTP and WebSocket).",
@@ -189,7 +187,7 @@ class BrokerCollector(Collector):
         auth = CounterMetricFamily("fastport_auth_failures", "Refused REST credentials, by kind.", labels=("kind",))
         for attribute, label in AUTH_LABELS:
             auth.add_metric((label,), getattr(counters, attribute))
-        auth.add_metric(("websocket_init",), _number(getattr(broker, "auth_failures", 0)))
+        auth.add_metric(("websocket_init",), broker.counters.auth_failures)
         yield auth
         limits = CounterMetricFamily(
             "fastport_limit_hits", "Requests and connections refused or closed by a server limit.", labels=("limit",)
@@ -197,15 +195,15 @@ class BrokerCollector(Collector):
         for attribute, label in LIMIT_LABELS:
             limits.add_metric((label,), getattr(counters, attribute))
         for attribute, label in BROKER_LIMIT_LABELS:
-            limits.add_metric((label,), _number(getattr(broker, attribute, 0)))
+            limits.add_metric((label,), getattr(broker.counters, attribute))
         yield limits
-        engine = getattr(broker, "engine", None)
-        if engine is not None:
+        engine = broker.cluster
+        if isinstance(engine, RedisEngine):
             yield GaugeMetricFamily(
                 "fastport_engine_connected", "1 while the Redis engine is reachable.", value=int(engine.connected)
             )
             for attribute, name, documentation in ENGINE_METRICS:
-                yield CounterMetricFamily(name, documentation, value=_number(getattr(engine, attribute, 0)))
+                yield CounterMetricFamily(name, documentation, value=getattr(engine, attribute))
         yield CounterMetricFamily(
             "fastport_websocket_protocol_errors",
             "WebSocket connections closed with 1002 by fastport (reserved bits, bad fragments, bad close codes).",

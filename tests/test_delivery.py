@@ -41,7 +41,7 @@ async def test_retry_limit_ends_redelivery(
     retries = [(await subscriber.recv()).get("retry") for _ in range(3)]
     assert retries == [None, 1, 2]
     await subscriber.expect_silence(0.6)
-    assert server.broker.delivery.exhausted == 1
+    assert server.broker.delivery.counters.exhausted == 1
     assert server.broker.stats()["inflightMessages"] == 0
 
 
@@ -55,7 +55,7 @@ async def test_expired_message_is_never_sent_again(
     assert "retry" not in await subscriber.recv()
     assert (await subscriber.recv())["retry"] == 1  # at ~200 ms, before the 300 ms expiry
     await subscriber.expect_silence(0.6)
-    assert server.broker.delivery.expired == 1
+    assert server.broker.delivery.counters.expired == 1
     assert server.broker.stats()["inflightMessages"] == 0
 
 
@@ -104,7 +104,7 @@ async def test_dropping_a_session_cancels_its_retries(
     for _ in range(10):
         await subscriber.recv()
     assert len(server.broker.scheduler) == 1  # one retry timer per subscriber, not one per message
-    await server.broker.drop_session(session["sessionName"], "pw", session["secretKey"])
+    await server.broker.admin.drop(session["sessionName"], "pw", session["secretKey"])
     assert len(server.broker.scheduler) == 0
     assert await subscriber.wait_closed() == CloseCode.SESSION_DROPPED
 

@@ -99,7 +99,7 @@ async def test_durable_state_expires_after_its_ttl(
     await client.subscribe("t")
     await client.close()
     await asyncio.sleep(1.3)
-    assert server.broker.delivery.durable_expired == 1
+    assert server.broker.delivery.counters.durable_expired == 1
     again, response = await _durable(connect, session, "short-lived")
     assert response["resumed"] is False
 
@@ -134,7 +134,7 @@ async def test_republish_after_completion_is_still_deduplicated(
     # The Dart client re-publishes until ack_received: it gets it again.
     assert (await publisher.recv_type("ack_received"))["messageId"] == "dart-retry"
     await subscriber.expect_silence()
-    assert server.broker.delivery.duplicates == 1
+    assert server.broker.delivery.counters.duplicates == 1
 
 
 # --------------------------------------------------------------------------- ordering, window, queue
@@ -172,7 +172,7 @@ async def test_queue_overflow_drop_new_is_reported(
         (ErrorCode.QUEUE_OVERFLOW, ids[3]),
         (ErrorCode.QUEUE_OVERFLOW, ids[4]),
     ]
-    assert server.broker.delivery.queue_overflows == 2
+    assert server.broker.delivery.counters.queue_overflows == 2
     await _ack(subscriber, frames[0])
     assert (await subscriber.recv_type("message"))["messageId"] == ids[1]
 
@@ -383,7 +383,7 @@ async def test_no_redelivery_while_the_previous_copy_is_still_unsent(
     assert listener.backlog > 0
     await asyncio.sleep(0.7)  # three retry intervals
     assert listener.backlog > 0
-    assert server.broker.delivery.redeliveries == 0
+    assert server.broker.delivery.counters.redeliveries == 0
     stalled.transport.underlying_transport.resume_reading()
     first = await stalled.recv_type("message", timeout=10)
     assert "retry" not in first

@@ -45,7 +45,7 @@ async def test_subscriptions_per_connection(make_session, connect, server: Fastp
     refused = await client.subscribe("d")
     assert refused["success"] is False and refused["code"] == ErrorCode.TOO_MANY_SUBSCRIPTIONS
     assert (await client.subscribe("a"))["success"] is True  # re-subscribing a held filter is fine
-    assert server.broker.subscription_limit_hits == 1
+    assert server.broker.counters.subscription_limit_hits == 1
 
 
 async def test_connections_per_session(make_session, connect, server: FastportServer) -> None:
@@ -56,7 +56,7 @@ async def test_connections_per_session(make_session, connect, server: FastportSe
     refused = await third.init(session["sessionName"], "pw")
     assert refused["success"] is False and refused["code"] == ErrorCode.TOO_MANY_CONNECTIONS
     assert (await third.init(other["sessionName"], "pw"))["success"] is True  # still usable
-    assert server.broker.connection_limit_hits == 1
+    assert server.broker.counters.connection_limit_hits == 1
 
 
 async def test_publish_rate_limit_then_close_on_abuse(make_session, connect, server: FastportServer) -> None:
@@ -75,7 +75,7 @@ async def test_publish_rate_limit_then_close_on_abuse(make_session, connect, ser
     assert await flooder.wait_closed() == CloseCode.RATE_LIMIT_ABUSE
     calm_pub.publish("calm")
     assert (await calm_pub.recv())["deliveredTo"] == 1
-    assert server.broker.rate_limited == 4 and server.broker.rate_abuse_closes == 1
+    assert server.broker.counters.rate_limited == 4 and server.broker.counters.rate_abuse_closes == 1
 
 
 async def test_topic_length_and_depth_limits(make_session, connect) -> None:
@@ -100,7 +100,7 @@ async def test_brute_force_gets_slower_then_cut_off(make_session, connect, serve
     cut = await attacker.init(session["sessionName"], "right")
     assert cut["code"] == ErrorCode.AUTH_THROTTLED
     assert await attacker.wait_closed() == CloseCode.AUTH_CUT_OFF
-    assert server.broker.auth_failures == 4 and server.broker.auth_cut_offs == 1
+    assert server.broker.counters.auth_failures == 4 and server.broker.counters.auth_cut_offs == 1
 
 
 def test_token_bucket_refills_at_its_rate() -> None:
@@ -167,13 +167,13 @@ async def test_slow_consumer_is_bounded_then_closed_while_others_keep_up(slow_se
         subscriber = slow_listener.target.subscriber
         assert subscriber.queued_bytes <= 1 << 20  # its queue is bounded ...
         assert slow_listener.backlog <= (256 << 10) + 2 * (129 << 10)  # ... and so is its socket buffer
-        assert server.broker.delivery.dropped_qos0 > 0 and server.broker.delivery.queue_overflows > 0
+        assert server.broker.delivery.counters.dropped_qos0 > 0 and server.broker.delivery.counters.queue_overflows > 0
         # Past its grace it is cut off (reset: it would never read a close frame) and its state goes.
         for _ in range(60):
-            if server.broker.slow_consumer_closes:
+            if server.broker.counters.slow_consumer_closes:
                 break
             await asyncio.sleep(0.1)
-        assert server.broker.slow_consumer_closes == 1
+        assert server.broker.counters.slow_consumer_closes == 1
         await asyncio.sleep(0.1)
         assert subscriber.released and subscriber.queued_bytes == 0
         stalled.transport.underlying_transport.resume_reading()

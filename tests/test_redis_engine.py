@@ -19,6 +19,7 @@ from fastport_client_helpers import WSClient, http
 from redis import asyncio as aioredis
 
 from fastport.config import ServerConfig
+from fastport.engines.redis import RedisEngine
 from fastport.errors import CloseCode
 from fastport.server.app import FastportServer
 
@@ -235,11 +236,13 @@ async def test_redis_outage_keeps_local_traffic_and_cross_node_delivery_resumes(
     assert (await publisher.recv_type("ack_received"))["messageId"] == during
     status, _, health = await http(a.port, "GET", "/health")
     assert status == 200
+    engine = a.broker.cluster
+    assert isinstance(engine, RedisEngine)
     for _ in range(50):
-        if a.broker.engine.outages:
+        if engine.outages:
             break
         await asyncio.sleep(0.1)
-    assert a.broker.engine.outages >= 1 and not a.broker.engine.connected
+    assert engine.outages >= 1 and not engine.connected
     # Redis is back: the node reconnects and forwards what it held, in order.
     own_redis()
     await _wait_redis(url)

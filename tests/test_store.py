@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -138,7 +137,7 @@ async def test_expired_messages_are_not_delivered_after_a_restart(tmp_path: Path
         device, response = await _durable(server.port)
         assert response["resumed"] is True
         await device.expect_silence(0.4)
-        assert server.broker.delivery.expired == 1
+        assert server.broker.delivery.counters.expired == 1
         await device.close()
     finally:
         await server.close()

@@ -286,7 +286,7 @@ async def test_binary_before_init_and_garbage_binary(make_session: SessionFactor
     session = await make_session()
     assert (await client.init(session["sessionName"], "pw"))["success"]
     client.send_raw(b"\x07junk", WSMsgType.BINARY)
-    assert (await client.recv())["code"] == ErrorCode.BINARY_NOT_SUPPORTED
+    assert (await client.recv())["code"] == ErrorCode.INVALID_FILE_CHUNK
 
 
 async def test_file_transfer_streams_through(make_session: SessionFactory, connect: ClientFactory) -> None:
@@ -310,7 +310,7 @@ async def test_file_transfer_streams_through(make_session: SessionFactory, conne
     sender.send({"type": "end_file", "topic": "files", "fileId": file_id, "hash": "abc"})
     assert (await receiver.recv())["type"] == "end_file"
     sender.send_raw(chunk, WSMsgType.BINARY)
-    assert (await sender.recv())["code"] == ErrorCode.NOT_SUBSCRIBED
+    assert (await sender.recv())["code"] == ErrorCode.FILE_NOT_OPEN
 
 
 async def test_many_bad_frames_do_not_disturb_another_session(

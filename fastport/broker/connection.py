@@ -6,26 +6,31 @@ It never changes session once ``OPEN``. Frames that arrive while the password is
 being checked are queued (bounded) and handled, in order, once ``init`` is answered,
 so a client that pipelines ``subscribe`` right after ``init`` works.
 
-The broker talks to the transport only through ``Sink``.
+The broker talks to the transport only through ``Sink``; ``Connection.reject`` answers a refused
+frame with its error frame and ``Connection.close`` ends the connection, both logged.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import deque
 from enum import IntEnum
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from fastport.protocol import codec
 
 if TYPE_CHECKING:
     from fastport.broker.limits import TokenBucket
     from fastport.broker.sessions import Session
     from fastport.broker.subscriber import Subscriber
+    from fastport.errors import FastportError
     from fastport.protocol.frames import Will
+
+logger = logging.getLogger("fastport.broker")
 
 #: Frames queued while ``init`` is being checked; more is a client bug.
 MAX_FRAMES_DURING_INIT: Final = 256
-#: File transfers (``init_file`` ... ``end_file``) open at once on one connection.
-MAX_OPEN_FILES: Final = 64
 
 _ids = itertools.count(1)
 
@@ -96,6 +101,24 @@ class Connection:
         #: The scheduler handle that closes the connection if no ``init`` succeeds in time.
         self.init_timer: int | None = None
         self.remote = remote
+
+    def reject(self, exc: FastportError, response_type: str | None = None, **extra: Any) -> None:
+        """Answer a refused frame with the error frame of ``exc`` (the connection stays open).
+
+        Args:
+            exc: what was wrong (its ``error``, ``code`` and ``field`` go on the wire).
+            response_type: the ``*_response`` type to answer with (``success: false``), or None
+                for an ``error`` frame.
+            extra: more fields of the answer (``messageId``, ``topic``...).
+        """
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("connection #%d: %s", self.id, exc.error)
+        self.sink.send(codec.encode_error(exc, response_type, **extra))
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection with ``code`` and ``reason`` (logged)."""
+        logger.info("closing connection #%d: %d %s", self.id, code, reason)
+        self.sink.close(code, reason)
 
     def __repr__(self) -> str:
         session = self.session.name if self.session is not None else None

@@ -16,7 +16,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from fastport.broker.delivery import Message
+    from fastport.broker.message import Message
 
 
 #: Message ids remembered per session for dedupe, at most.

@@ -1,4 +1,6 @@
-"""Per-connection limits at run time: a token bucket and the authentication throttle (settings: ``BrokerLimits``).
+"""Per-connection limits at run time: the publish rate, its token bucket, the authentication throttle.
+
+Their settings are ``fastport.config.BrokerLimits``.
 
 Every limit answers with its own error code (the connection is kept) or, for repeated
 abuse, its own close code, and is counted by the broker.
@@ -6,7 +8,14 @@ abuse, its own close code, and is counted by the broker.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+from fastport.errors import CloseCode, ErrorCode, LimitExceeded
+
+if TYPE_CHECKING:
+    from fastport.broker.connection import Connection
+    from fastport.broker.stats import BrokerCounters
+    from fastport.config import BrokerLimits
 
 #: Clients tracked by the authentication throttle, at most (oldest forgotten first).
 MAX_THROTTLE_ENTRIES: Final = 100_000
@@ -88,3 +97,38 @@ class AuthThrottle:
         """Forget the failures of ``key`` (a client address that just authenticated; never a session,
         or a legitimate login would reset an attacker's count on it)."""
         self._failures.pop(key, None)
+
+
+class PublishRate:
+    """The per-connection publish rate limit: a token bucket per connection, answered or closed when empty.
+
+    Args:
+        limits: the broker's limits (rate, burst, violations before close).
+        counters: what is counted for ``/metrics``.
+    """
+
+    __slots__ = ("_counters", "_limits")
+
+    def __init__(self, limits: BrokerLimits, counters: BrokerCounters) -> None:
+        self._limits = limits
+        self._counters = counters
+
+    def allow(self, conn: Connection, now_s: float) -> bool:
+        """Spend a publish token of ``conn``; without one, refuse the publish (error 4005) or, after
+        ``publish_violations_before_close`` refusals, close the connection (4005)."""
+        limits = self._limits
+        bucket = conn.bucket
+        if bucket is None:
+            bucket = conn.bucket = TokenBucket(limits.publish_rate_per_s, limits.publish_burst, now_s)
+        if bucket.take(now_s):
+            return True
+        self._counters.rate_limited += 1
+        if bucket.violations >= limits.publish_violations_before_close:
+            self._counters.rate_abuse_closes += 1
+            conn.close(CloseCode.RATE_LIMIT_ABUSE, "publish rate limit exceeded repeatedly")
+        else:
+            error = LimitExceeded(
+                f"publish rate limit exceeded: {limits.publish_rate_per_s:g}/s", code=ErrorCode.RATE_LIMITED
+            )
+            conn.reject(error, "publish_response")
+        return False

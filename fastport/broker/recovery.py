@@ -1,33 +1,24 @@
-"""Rebuild the broker's state from a store snapshot at startup.
+"""Rebuild the broker's state from the journal's snapshot at startup.
 
 Times come back as wall-clock milliseconds and are turned into scheduler times. Every
 durable client starts offline: its messages that were sent and unacked are resent (as
 redeliveries, with their attempt counts) when it resumes, the ones that were queued
 follow in publish order, and its TTL runs from when it went offline (or from now, if it
-was online when the broker stopped). Rows that point at nothing (a target whose message
-or client is gone) are deleted.
+was online when the broker stopped). Records that point at nothing (a delivery state whose
+message or client is gone) are deleted; so are expired sessions.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass
 
-import orjson
-
-from fastport._speedups import Inflight
 from fastport.broker.core import Broker
-from fastport.broker.credentials import PasswordHash
-from fastport.broker.delivery import Message
+from fastport.broker.journal import Snapshot
+from fastport.broker.message import Message
 from fastport.broker.sessions import Session
-from fastport.broker.subscriber import Subscriber
-from fastport.config import SessionSettings
-from fastport.engines.sqlite import Snapshot, SqliteStore
 from fastport.protocol.frames import Publish
-
-logger = logging.getLogger("fastport.store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +31,9 @@ class RestoreReport:
     retained: int
 
 
-def restore(broker: Broker, store: SqliteStore, snapshot: Snapshot) -> RestoreReport:
+def restore(broker: Broker, snapshot: Snapshot) -> RestoreReport:
     """Load ``snapshot`` into ``broker`` (which must be new and not yet serving)."""
+    journal = broker.journal
     now_wall = int(time.time() * 1000)
     now_mono = broker.scheduler.now_ms()
 
@@ -49,101 +41,75 @@ def restore(broker: Broker, store: SqliteStore, snapshot: Snapshot) -> RestoreRe
         return wall_ms - now_wall + now_mono
 
     sessions: dict[str, Session] = {}
-    for name, salt, digest, secret, stored, suspended in snapshot.sessions:
-        settings = SessionSettings.from_store(stored)
-        if settings.expires_at_ms is not None and settings.expires_at_ms <= now_wall:
-            store.delete_session(name)
+    for record in snapshot.sessions:
+        restored = Session.from_record(record)
+        expires_at = restored.settings.expires_at_ms
+        if expires_at is not None and expires_at <= now_wall:
+            journal.session_dropped(record.name)
             continue
-        restored = Session(name, PasswordHash(salt=salt, digest=digest), secret, settings)
-        restored.suspended = suspended
         broker.sessions.restore(restored)
-        sessions[name] = restored
-        if settings.expires_at_ms is not None:
-            broker.arm_session_expiry(restored)
-
-    delivery = broker.delivery
-    subscribers: dict[tuple[str, str], Subscriber] = {}
-    for session_name, client_id, filters, offline_since in snapshot.durables:
-        session = sessions.get(session_name)
-        if session is None:
-            continue
-        subscriber = Subscriber(delivery, session, client_id, durable=True)
-        subscriber.filters = dict(filters)
-        for topic_filter, qos in filters.items():
-            session.index.add(topic_filter, subscriber, qos)
-        session.clients[client_id] = subscriber
-        subscribers[(session_name, client_id)] = subscriber
-        offline_wall = now_wall if offline_since is None else offline_since
-        store.put_durable(session_name, client_id, subscriber.filters, offline_wall)
-        delivery.arm_durable_ttl(subscriber, to_mono(offline_wall + session.settings.durable_ttl_ms))
+        sessions[record.name] = restored
+        broker.admin.arm_expiry(restored)
 
     held: dict[tuple[str, str], Message] = {}
     for row in snapshot.messages:
-        session_name, message_id, seq, topic, data, hash_, timestamp, qos, expires_at, dedupe_until = row[:10]
-        delivered_to, acked = row[10:]
-        session = sessions.get(session_name)
+        session = sessions.get(row.session)
         if session is None:
             continue
-        session.seq = max(session.seq, seq)
+        session.seq = max(session.seq, row.seq)
         publish = Publish(
-            topic=topic, data=data or "", message_id=message_id, hash=hash_, timestamp=orjson.loads(timestamp), qos=qos
+            topic=row.topic, data=row.data or "", message_id=row.message_id, hash=row.hash,
+            timestamp=row.timestamp, qos=row.qos,
         )
-        message = Message(session, publish, publish.timestamp or 0, seq, None, now_mono)
-        message.expires_at_ms = None if expires_at is None else to_mono(expires_at)
-        message.dedupe_until_ms = to_mono(dedupe_until)
-        message.delivered_to = delivered_to
-        message.acked = bool(acked)
-        session.recent.remember(message)
-        if data is None:
-            message.frame = message.publish = None
+        message = Message(session, publish, row.timestamp or 0, row.seq, None, now_mono)
+        message.expires_at_ms = None if row.expires_at is None else to_mono(row.expires_at)
+        message.dedupe_until_ms = to_mono(row.dedupe_until)
+        message.delivered_to = row.delivered_to
+        message.acked = row.acked
+        session.dedupe.remember(message)
+        if row.data is None:
+            message.drop_payload()
         else:
-            held[(session_name, message_id)] = message
+            held[(row.session, row.message_id)] = message
 
-    per_subscriber: dict[Subscriber, list[tuple[Message, int, bool]]] = defaultdict(list)
-    for session_name, client_id, message_id, attempts, sent in snapshot.targets:
-        client = subscribers.get((session_name, client_id))
-        held_message = held.get((session_name, message_id))
-        if client is None or held_message is None:
-            store.delete_target(session_name, client_id, message_id)
+    durable_keys = {(durable.session, durable.client_id) for durable in snapshot.durables if durable.session in sessions}
+    per_client: dict[tuple[str, str], list[tuple[Message, int, bool]]] = defaultdict(list)
+    for target in snapshot.targets:
+        key = (target.session, target.client_id)
+        held_message = held.get((target.session, target.message_id))
+        if key not in durable_keys or held_message is None:
+            journal.target_done(target.session, target.client_id, target.message_id)
             continue
-        per_subscriber[client].append((held_message, attempts, sent))
-    for subscriber, targets in per_subscriber.items():
-        targets.sort(key=lambda target: target[0].seq)
-        for message, attempts, sent in targets:
-            message.pending += 1
-            if sent:
-                subscriber.inflight[message.message_id] = Inflight(message, attempts, now_mono)
-            else:
-                if subscriber.queue is None:
-                    subscriber.queue = deque()
-                subscriber.queue.append(message)
-                subscriber.queued_bytes += message.size
+        per_client[key].append((held_message, target.attempts, target.sent))
+
+    durable_clients = 0
+    for durable in snapshot.durables:
+        session = sessions.get(durable.session)
+        if session is None:
+            continue
+        holding = sorted(per_client.get((durable.session, durable.client_id), ()), key=lambda item: item[0].seq)
+        subscriber = broker.subscribers.rehydrate(session, durable.client_id, durable.filters, holding)
+        offline_wall = now_wall if durable.offline_since is None else durable.offline_since
+        journal.durable_saved(durable.session, durable.client_id, subscriber.filters, offline_wall)
+        broker.subscribers.arm_ttl(subscriber, to_mono(offline_wall + session.settings.durable_ttl_ms))
+        durable_clients += 1
+
     for message in held.values():
-        if message.pending:
-            message.session.live_messages += 1
-        else:
-            store.finish_message(message.session.name, message.message_id, message.acked)
-            message.frame = message.publish = None
+        if not message.pending:
+            journal.message_finished(message)
+            message.drop_payload()
 
     retained = 0
-    for session_name, topic, message_id, data, hash_, timestamp, qos in snapshot.retained:
-        session = sessions.get(session_name)
+    for kept in snapshot.retained:
+        session = sessions.get(kept.session)
         if session is None:
             continue
-        stamp = orjson.loads(timestamp)
-        session.retained[topic] = (
-            Publish(topic=topic, data=data, message_id=message_id, hash=hash_, timestamp=stamp, qos=qos, retain=True),
-            stamp,
+        session.retained[kept.topic] = (
+            Publish(
+                topic=kept.topic, data=kept.data, message_id=kept.message_id, hash=kept.hash,
+                timestamp=kept.timestamp, qos=kept.qos, retain=True,
+            ),
+            kept.timestamp,
         )
         retained += 1
-    store.purge(now_wall)
-    report = RestoreReport(len(sessions), len(subscribers), sum(1 for m in held.values() if m.pending), retained)
-    logger.info(
-        "store %s: restored %d session(s), %d durable client(s), %d held message(s), %d retained",
-        store.path,
-        report.sessions,
-        report.durable_clients,
-        report.held_messages,
-        report.retained,
-    )
-    return report
+    return RestoreReport(len(sessions), durable_clients, sum(1 for m in held.values() if m.pending), retained)

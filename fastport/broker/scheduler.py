@@ -1,7 +1,8 @@
 """One loop timer driving the ``TimerWheel`` for every retry and expiry of the broker.
 
-Items in the wheel implement ``Timed.on_timer(now_ms)``. The scheduler keeps at most
-one ``loop.call_at`` armed, for the wheel's next deadline; scheduling a later item
+``call_at(deadline_ms, callback, arg)`` runs ``callback(arg, now_ms)`` at the deadline: the one
+timer API of the broker (retries, durable TTLs, init deadlines, session expiry). The scheduler
+keeps at most one ``loop.call_at`` armed, for the wheel's next deadline; scheduling a later call
 costs no loop call at all. Time is the loop's monotonic clock in integer milliseconds.
 """
 
@@ -9,22 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from fastport._speedups import MAX_DELAY_MS, TimerWheel
 
 logger = logging.getLogger("fastport.broker")
 
-
-class Timed(Protocol):
-    """Something the scheduler calls back when its deadline comes."""
-
-    def on_timer(self, now_ms: int) -> None:
-        """Handle the deadline (may schedule again)."""
+T = TypeVar("T")
 
 
 class Scheduler:
-    """Schedules ``Timed`` items on one ``TimerWheel`` and one loop timer."""
+    """Schedules calls on one ``TimerWheel`` and one loop timer."""
 
     __slots__ = ("_loop", "_wheel", "_handle", "_armed_ms", "clock")
 
@@ -43,15 +40,17 @@ class Scheduler:
     def __len__(self) -> int:
         return len(self._wheel)
 
-    def call_at(self, deadline_ms: int, item: Timed) -> int:
-        """Call ``item.on_timer`` at ``deadline_ms`` (capped at 15 days; callers re-arm beyond).
+    def call_at(self, deadline_ms: int, callback: Callable[[T, int], None], arg: T) -> int:
+        """Call ``callback(arg, now_ms)`` at ``deadline_ms`` (capped at 15 days; callers re-arm beyond).
+
+        The callback may schedule again; an exception it raises is logged, never propagated.
 
         Returns:
             A handle for ``cancel``.
         """
         # Half the horizon: the wheel measures it from its last advance, which may lag.
         deadline_ms = min(deadline_ms, self.now_ms() + MAX_DELAY_MS // 2)
-        handle = self._wheel.schedule(deadline_ms, item)
+        handle = self._wheel.schedule(deadline_ms, (callback, arg))
         if self._armed_ms is None or deadline_ms < self._armed_ms:
             self._arm(deadline_ms)
         return handle
@@ -79,9 +78,9 @@ class Scheduler:
         self._handle = None
         self._armed_ms = None
         now = self.now_ms()
-        for item in self._wheel.advance(now):
+        for callback, arg in cast("list[tuple[Callable[[Any, int], None], Any]]", self._wheel.advance(now)):
             try:
-                item.on_timer(now)  # type: ignore[attr-defined]
+                callback(arg, now)
             except Exception:
                 logger.exception("timer callback failed")
         following = self._wheel.next_deadline()

@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
-
-import orjson
 
 from fastport.broker import credentials
 from fastport.broker.dedupe import DedupeWindow
 from fastport.broker.index import SubscriberIndex
+from fastport.broker.journal import SessionRecord
 from fastport.config import SessionSettings
 from fastport.errors import AuthError, ErrorCode, SessionError
 
 if TYPE_CHECKING:
+    from fastport.broker.cluster import ClusterLink
     from fastport.broker.connection import Connection
     from fastport.broker.subscriber import Subscriber
-    from fastport.engines.redis import RedisEngine
     from fastport.protocol.frames import Publish
 
 SESSION_NAME_RE: Final = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
@@ -43,7 +42,7 @@ class Session:
         "connections",
         "index",
         "clients",
-        "recent",
+        "dedupe",
         "retained",
         "seq",
         "live_messages",
@@ -65,7 +64,7 @@ class Session:
         #: Subscribers by clientId (durable ones stay here while offline).
         self.clients: dict[str, Subscriber] = {}
         #: Accepted messages by messageId, oldest first: the dedupe window (live ones included).
-        self.recent = DedupeWindow()
+        self.dedupe = DedupeWindow()
         #: Last retained publish per topic, with its timestamp.
         self.retained: dict[str, tuple[Publish, int | float]] = {}
         self.seq = 0
@@ -85,39 +84,48 @@ class Session:
         """The digest of the session secret key (what a store keeps)."""
         return self._secret_digest
 
+    def record(self) -> SessionRecord:
+        """What a store or another node keeps of this session."""
+        password = self._password
+        return SessionRecord(
+            self.name, password.salt, password.digest, self._secret_digest, self.settings.to_store(), self.suspended
+        )
+
+    @classmethod
+    def from_record(cls, record: SessionRecord) -> Session:
+        """The session a store or another node kept (``record``), with no live state yet."""
+        session = cls(
+            record.name,
+            credentials.PasswordHash(salt=record.salt, digest=record.digest),
+            record.secret_digest,
+            SessionSettings.from_store(record.settings),
+        )
+        session.suspended = record.suspended
+        return session
+
     def __repr__(self) -> str:
         return f"<Session {self.name!r} connections={len(self.connections)} live={self.live_messages}>"
-
-
-def _engine_fields(session: Session) -> dict[str, bytes]:
-    password = session.password_hash
-    return {
-        "salt": password.salt,
-        "digest": password.digest,
-        "secret": session.secret_digest,
-        "settings": orjson.dumps(session.settings.to_store()),
-        "suspended": b"1" if session.suspended else b"0",
-    }
 
 
 class SessionRegistry:
     """All sessions of one broker process, by name."""
 
-    __slots__ = ("_sessions", "_reserved", "_cache", "engine", "on_loaded")
+    __slots__ = ("_cache", "_cluster", "_reserved", "_sessions", "on_loaded")
 
-    def __init__(self, engine: RedisEngine | None = None) -> None:
+    def __init__(self, cluster: ClusterLink) -> None:
         self._sessions: dict[str, Session] = {}
         self._reserved: set[str] = set()
         self._cache = credentials.VerifiedCache()
-        #: With scale-out, sessions made on other nodes are looked up here.
-        self.engine = engine
-        #: Called with each session loaded from the engine (to arm its expiry).
+        #: With other nodes, sessions made on them are looked up there.
+        self._cluster = cluster
+        #: Called with each session loaded from another node (to arm its expiry).
         self.on_loaded: Callable[[Session], None] | None = None
 
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Session]:
+        """Every live session (a snapshot: sessions may be dropped while iterating)."""
         return iter(list(self._sessions.values()))
 
     def restore(self, session: Session) -> None:
@@ -148,7 +156,7 @@ class SessionRegistry:
             password_hash = await loop.run_in_executor(None, credentials.hash_password, password)
             secret_key = credentials.new_secret_key()
             session = Session(name, password_hash, credentials.digest_secret_key(secret_key), settings)
-            if self.engine is not None and not await self.engine.create_session(name, _engine_fields(session)):
+            if not await self._cluster.create_session(session.record()):
                 raise SessionError("Session already exists", code=ErrorCode.SESSION_EXISTS)
         finally:
             self._reserved.discard(name)
@@ -204,21 +212,14 @@ class SessionRegistry:
     async def _find(self, name: str) -> Session | None:
         """The session called ``name``: local, or made on another node (then kept here)."""
         session = self._sessions.get(name)
-        if session is not None or self.engine is None:
+        if session is not None:
             return session
-        fields = await self.engine.load_session(name)
-        if fields is None:
+        record = await self._cluster.load_session(name)
+        if record is None:
             return None
         session = self._sessions.get(name)  # another init may have loaded it meanwhile
         if session is None:
-            session = Session(
-                name,
-                credentials.PasswordHash(salt=fields[b"salt"], digest=fields[b"digest"]),
-                fields[b"secret"],
-                SessionSettings.from_store(orjson.loads(fields[b"settings"])),
-            )
-            session.suspended = fields.get(b"suspended") == b"1"
-            self._sessions[name] = session
+            session = self._sessions[name] = Session.from_record(record)
             if self.on_loaded is not None:
                 self.on_loaded(session)
         return session

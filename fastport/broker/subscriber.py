@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from fastport._speedups import Inflight
     from fastport.broker.connection import Connection
-    from fastport.broker.delivery import Delivery, Message
+    from fastport.broker.message import Message
     from fastport.broker.sessions import Session
 
 
 class Subscriber:
-    """A client's subscriptions and the delivery state of each message sent or queued to it."""
+    """A client's subscriptions and the delivery state of each message sent or queued to it (data only:
+    ``fastport.broker.delivery`` and ``fastport.broker.durable`` act on it)."""
 
     __slots__ = (
-        "delivery",
         "session",
         "client_id",
         "durable",
@@ -43,8 +43,7 @@ class Subscriber:
         "released",
     )
 
-    def __init__(self, delivery: Delivery, session: Session, client_id: str | None, durable: bool) -> None:
-        self.delivery = delivery
+    def __init__(self, session: Session, client_id: str | None, durable: bool) -> None:
         self.session = session
         self.client_id = client_id
         self.durable = durable
@@ -58,24 +57,9 @@ class Subscriber:
         self.ttl_handle: int | None = None
         self.released = False
 
-    def on_timer(self, now_ms: int) -> None:
-        """Redeliver what is due (the scheduler calls this at the first entry's retry time)."""
-        self.delivery.on_retry_due(self, now_ms)
-
     def __repr__(self) -> str:
         return (
             f"<Subscriber client_id={self.client_id!r} durable={self.durable} online={self.connection is not None}"
             f" inflight={len(self.inflight)} queued={len(self.queue or ())}>"
         )
 
-
-class DurableExpiry:
-    """Scheduler item ending an offline durable subscriber at its TTL."""
-
-    __slots__ = ("subscriber",)
-
-    def __init__(self, subscriber: Subscriber) -> None:
-        self.subscriber = subscriber
-
-    def on_timer(self, now_ms: int) -> None:
-        self.subscriber.delivery.expire_durable(self.subscriber)

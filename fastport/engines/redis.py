@@ -1,5 +1,8 @@
 """Scale-out through Redis: sessions shared by every node, publishes and acks carried between nodes.
 
+``RedisEngine`` is the broker's ``ClusterLink`` (``fastport.broker.cluster``); this module alone
+knows the wire format of what nodes send each other.
+
 Every broker process is a node with a random id. Through one Redis (``--engine
 redis://HOST:PORT/DB``, keys and channels under ``--engine-prefix``):
 
@@ -36,14 +39,17 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Coroutine, Mapping
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, cast
 
 import orjson
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
+from fastport.broker.cluster import ClusterHandler, DurableState, HeldMessage
+from fastport.broker.journal import SessionRecord
 from fastport.errors import ConfigError, EngineUnavailable
+from fastport.protocol.frames import Publish
 
 logger = logging.getLogger("fastport.engine")
 
@@ -58,22 +64,6 @@ HANDOVER_TIMEOUT_S: Final = 3.0
 _XReadReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]
 
 
-class EngineHandler(Protocol):
-    """What the engine calls on its broker."""
-
-    def on_remote_publish(self, session_name: str, fields: dict[str, Any], origin: str) -> None:
-        """A publish accepted by another node."""
-
-    def on_remote_ack(self, session_name: str, message_id: str) -> None:
-        """A subscriber on another node acked a message published here."""
-
-    def on_session_event(self, kind: str, session_name: str, value: bool) -> None:
-        """Another node dropped (``drop``) or suspended/resumed (``suspend``) a session."""
-
-    def on_handover_request(self, session_name: str, client_id: str) -> dict[str, Any] | None:
-        """Give up a durable client held here: its filters and held messages, or None if unknown."""
-
-
 class RedisEngine:
     """One node's link to the shared Redis."""
 
@@ -85,7 +75,7 @@ class RedisEngine:
         self.node_id = secrets.token_hex(8)
         # Reads block for up to 1 s (XREAD BLOCK), so the socket timeout must be longer.
         self._redis = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=10)
-        self._handler: EngineHandler | None = None
+        self._handler: ClusterHandler | None = None
         #: (channel or stream, payload, is_stream) waiting to be sent.
         self._outbox: deque[tuple[str, bytes, bool]] = deque()
         self._wakeup = asyncio.Event()
@@ -104,7 +94,12 @@ class RedisEngine:
         """A key or channel name under this engine's prefix."""
         return self.prefix + ":".join(parts)
 
-    async def start(self, handler: EngineHandler) -> None:
+    @property
+    def multi_node(self) -> bool:
+        """Other nodes may exist (a message's first ack may come from one of them)."""
+        return True
+
+    async def start(self, handler: ClusterHandler) -> None:
         """Check that Redis answers, then start forwarding and listening.
 
         Raises:
@@ -157,9 +152,20 @@ class RedisEngine:
         self._outbox.append((channel, orjson.dumps(payload), stream))
         self._wakeup.set()
 
-    def forward_publish(self, session_name: str, fields: dict[str, Any]) -> None:
+    def forward_publish(self, session_name: str, publish: Publish, timestamp: int | float) -> None:
         """Send a locally accepted publish to the other nodes."""
-        self._send(self.key("publish"), {"o": self.node_id, "s": session_name, **fields}, stream=True)
+        fields = {
+            "o": self.node_id,
+            "s": session_name,
+            "id": publish.message_id,
+            "t": publish.topic,
+            "d": publish.data,
+            "h": publish.hash,
+            "ts": timestamp,
+            "q": publish.qos,
+            "r": publish.retain,
+        }
+        self._send(self.key("publish"), fields, stream=True)
 
     def forward_ack(self, origin: str, session_name: str, message_id: str) -> None:
         """Tell ``origin`` that its message was acked here."""
@@ -248,16 +254,20 @@ class RedisEngine:
             if name == self.key("publish"):
                 if payload["o"] != self.node_id:
                     self.received += 1
-                    handler.on_remote_publish(payload["s"], payload, payload["o"])
+                    handler.on_remote_publish(payload["s"], _publish_of(payload), payload["o"])
             elif name == self.key("control"):
                 if payload["o"] != self.node_id:
-                    handler.on_session_event(payload["k"], payload["s"], bool(payload["v"]))
+                    if payload["k"] == "drop":
+                        handler.on_remote_drop(payload["s"])
+                    elif payload["k"] == "suspend":
+                        handler.on_remote_suspend(payload["s"], bool(payload["v"]))
             elif payload.get("k") == "ack":
                 handler.on_remote_ack(payload["s"], payload["id"])
             elif payload.get("k") == "handover":
                 state = handler.on_handover_request(payload["s"], payload["c"])
+                wire = None if state is None else self._durable_to_wire(state)
                 self._send(
-                    self.key("node", payload["r"]), {"k": "state", "s": payload["s"], "c": payload["c"], "state": state}
+                    self.key("node", payload["r"]), {"k": "state", "s": payload["s"], "c": payload["c"], "state": wire}
                 )
             elif payload.get("k") == "state":
                 waiter = self._handovers.pop((payload["s"], payload["c"]), None)
@@ -268,13 +278,20 @@ class RedisEngine:
 
     # ------------------------------------------------------------------ sessions
 
-    async def create_session(self, name: str, fields: dict[str, bytes]) -> bool:
+    async def create_session(self, record: SessionRecord) -> bool:
         """Store a new session; False if the name is taken on any node.
 
         Raises:
             EngineUnavailable: Redis cannot be reached.
         """
-        key = self.key("session", name)
+        key = self.key("session", record.name)
+        fields = {
+            "salt": record.salt,
+            "digest": record.digest,
+            "secret": record.secret_digest,
+            "settings": orjson.dumps(record.settings),
+            "suspended": b"1" if record.suspended else b"0",
+        }
         try:
             if not await self._redis.hsetnx(key, "salt", fields["salt"]):
                 return False
@@ -284,8 +301,8 @@ class RedisEngine:
             raise EngineUnavailable("session store unavailable, try again") from None
         return True
 
-    async def load_session(self, name: str) -> dict[bytes, bytes] | None:
-        """The stored fields of a session, or None (unknown, or half-written by a racing create).
+    async def load_session(self, name: str) -> SessionRecord | None:
+        """A session another node created, or None (unknown, or half-written by a racing create).
 
         Raises:
             EngineUnavailable: Redis cannot be reached.
@@ -295,7 +312,16 @@ class RedisEngine:
         except (RedisError, OSError) as exc:
             self._outage("load session", exc)
             raise EngineUnavailable("session store unavailable, try again") from None
-        return fields if b"settings" in fields else None
+        if b"settings" not in fields:
+            return None
+        return SessionRecord(
+            name,
+            fields[b"salt"],
+            fields[b"digest"],
+            fields[b"secret"],
+            orjson.loads(fields[b"settings"]),
+            fields.get(b"suspended") == b"1",
+        )
 
     async def set_suspended(self, name: str, suspended: bool) -> None:
         """Record a suspension and announce it (the announcement waits out an outage).
@@ -333,22 +359,22 @@ class RedisEngine:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def claim_durable_soon(self, session_name: str, client_id: str) -> None:
-        """``claim_durable`` in the background."""
-        self._soon(self.claim_durable(session_name, client_id))
+    def claim_durable(self, session_name: str, client_id: str) -> None:
+        """Record, in the background, that a durable client now lives on this node."""
+        self._soon(self._claim_durable(session_name, client_id))
 
-    def release_durable_soon(self, session_name: str, client_id: str) -> None:
-        """``release_durable`` in the background."""
-        self._soon(self.release_durable(session_name, client_id))
+    def release_durable(self, session_name: str, client_id: str) -> None:
+        """Forget, in the background, the ownership record of a durable client that ended here."""
+        self._soon(self._release_durable(session_name, client_id))
 
-    async def claim_durable(self, session_name: str, client_id: str) -> None:
+    async def _claim_durable(self, session_name: str, client_id: str) -> None:
         """Record that a durable client now lives on this node (best effort during an outage)."""
         try:
             await self._redis.set(self._durable_key(session_name, client_id), self.node_id)
         except (RedisError, OSError) as exc:
             self._outage("claim durable client", exc)
 
-    async def release_durable(self, session_name: str, client_id: str) -> None:
+    async def _release_durable(self, session_name: str, client_id: str) -> None:
         """Forget the ownership record of a durable client that ended here."""
         key = self._durable_key(session_name, client_id)
         try:
@@ -357,7 +383,7 @@ class RedisEngine:
         except (RedisError, OSError) as exc:
             self._outage("release durable client", exc)
 
-    async def fetch_durable(self, session_name: str, client_id: str) -> dict[str, Any] | None:
+    async def fetch_durable(self, session_name: str, client_id: str) -> DurableState | None:
         """Take a durable client over from the node that holds it; None if no node does (or answers)."""
         try:
             owner = cast(bytes | None, await self._redis.get(self._durable_key(session_name, client_id)))
@@ -372,9 +398,59 @@ class RedisEngine:
             self.key("node", owner.decode()), {"k": "handover", "s": session_name, "c": client_id, "r": self.node_id}
         )
         try:
-            return await asyncio.wait_for(waiter, HANDOVER_TIMEOUT_S)
+            wire = await asyncio.wait_for(waiter, HANDOVER_TIMEOUT_S)
         except TimeoutError:
             logger.warning("engine: node %s did not hand over durable client %r in time", owner, client_id)
             return None
         finally:
             self._handovers.pop((session_name, client_id), None)
+        return None if wire is None else self._durable_from_wire(wire)
+
+    def _durable_to_wire(self, state: DurableState) -> dict[str, Any]:
+        """A durable client's state as one node sends it to another (origins made absolute)."""
+        messages = [
+            {
+                "id": held.message_id,
+                "t": held.topic,
+                "d": held.data,
+                "h": held.hash,
+                "ts": held.timestamp,
+                "q": held.qos,
+                "a": held.attempts,
+                "sent": held.sent,
+                "o": held.origin or self.node_id,
+            }
+            for held in state.held
+        ]
+        return {"filters": state.filters, "messages": messages}
+
+    def _durable_from_wire(self, wire: dict[str, Any]) -> DurableState:
+        """A durable client's state sent by another node (origins made relative to this node)."""
+        held = [
+            HeldMessage(
+                str(item["id"]),
+                str(item["t"]),
+                str(item["d"]),
+                item["h"],
+                item["ts"],
+                int(item["q"]),
+                int(item["a"]),
+                bool(item["sent"]),
+                None if item["o"] == self.node_id else str(item["o"]),
+            )
+            for item in wire["messages"]
+        ]
+        return DurableState({str(name): int(qos) for name, qos in wire["filters"].items()}, held)
+
+
+def _publish_of(fields: dict[str, Any]) -> Publish:
+    """The publish another node forwarded (``RedisEngine.forward_publish``)."""
+    return Publish(
+        topic=fields["t"],
+        data=fields["d"],
+        message_id=fields["id"],
+        hash=fields.get("h"),
+        timestamp=fields.get("ts"),
+        qos=int(fields.get("q", 1)),
+        retain=bool(fields.get("r")),
+    )

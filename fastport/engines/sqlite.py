@@ -1,5 +1,8 @@
 """The embedded on-disk store: SQLite (stdlib ``sqlite3``) in WAL mode, written off the event loop.
 
+``SqliteJournal`` is the broker's ``Journal`` (``fastport.broker.journal``) on this store: it
+turns each recorded change into a row write. ``SqliteStore`` holds the rows and the writer.
+
 What it keeps: sessions (hashed credentials and settings), durable clients (their filters and
 when they went offline), held messages with each durable client's delivery state (sent or
 queued, redelivery attempts), retained messages, and the dedupe window (one row per accepted
@@ -20,15 +23,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from fastport.broker.journal import (
+    DurableRecord,
+    MessageRecord,
+    RetainedRecord,
+    SessionRecord,
+    Snapshot,
+    TargetRecord,
+)
 from fastport.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fastport.broker.connection import Sink
+    from fastport.broker.message import Message
+    from fastport.broker.sessions import Session
+    from fastport.protocol.frames import Publish
 
 logger = logging.getLogger("fastport.store")
 
@@ -59,17 +77,6 @@ CREATE TABLE IF NOT EXISTS retained (
     hash TEXT, timestamp TEXT NOT NULL, qos INTEGER NOT NULL,
     PRIMARY KEY (session, topic));
 """
-
-
-@dataclass(slots=True)
-class Snapshot:
-    """Everything the store holds, read once at startup (rows as tuples, in a stable order)."""
-
-    sessions: list[tuple[str, bytes, bytes, bytes, dict[str, Any], bool]] = field(default_factory=list)
-    durables: list[tuple[str, str, dict[str, int], int | None]] = field(default_factory=list)
-    messages: list[tuple[Any, ...]] = field(default_factory=list)
-    targets: list[tuple[str, str, str, int, bool]] = field(default_factory=list)
-    retained: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,29 +162,41 @@ class SqliteStore:
             raise ConfigError(f"store {path} is corrupt or not a fastport database: {exc}") from None
         return cls(db, path, options.group_commit_s)
 
-    def load(self) -> Snapshot:
-        """Read everything (startup only, before the broker serves)."""
-        snapshot = Snapshot()
+    def load(self, now_wall_ms: int) -> Snapshot:
+        """Read everything (startup only, before the broker serves), after forgetting dedupe records
+        past their window whose payload is gone."""
         db = self._db
+        db.execute("DELETE FROM messages WHERE dedupe_until < ? AND data IS NULL", (now_wall_ms,))
+        snapshot = Snapshot()
         for name, salt, digest, secret, settings, suspended in db.execute(
             "SELECT name, salt, digest, secret, settings, suspended FROM sessions ORDER BY name"
         ):
-            snapshot.sessions.append((name, salt, digest, secret, orjson.loads(settings), bool(suspended)))
+            snapshot.sessions.append(SessionRecord(name, salt, digest, secret, orjson.loads(settings), bool(suspended)))
         for session, client_id, filters, offline_since in db.execute(
             "SELECT session, client_id, filters, offline_since FROM durables ORDER BY session, client_id"
         ):
-            snapshot.durables.append((session, client_id, orjson.loads(filters), offline_since))
-        snapshot.messages = db.execute(
+            snapshot.durables.append(DurableRecord(session, client_id, orjson.loads(filters), offline_since))
+        for row in db.execute(
             "SELECT session, message_id, seq, topic, data, hash, timestamp, qos, expires_at, dedupe_until,"
             " delivered_to, acked FROM messages ORDER BY session, seq"
-        ).fetchall()
+        ):
+            session, message_id, seq, topic, data, hash_, timestamp, qos, expires_at, dedupe_until = row[:10]
+            snapshot.messages.append(
+                MessageRecord(
+                    session, message_id, seq, topic, data, hash_, orjson.loads(timestamp), qos, expires_at,
+                    dedupe_until, row[10], bool(row[11]),
+                )
+            )
         for session, client_id, message_id, attempts, sent in db.execute(
             "SELECT session, client_id, message_id, attempts, sent FROM targets"
         ):
-            snapshot.targets.append((session, client_id, message_id, attempts, bool(sent)))
-        snapshot.retained = db.execute(
+            snapshot.targets.append(TargetRecord(session, client_id, message_id, attempts, bool(sent)))
+        for session, topic, message_id, data, hash_, timestamp, qos in db.execute(
             "SELECT session, topic, message_id, data, hash, timestamp, qos FROM retained ORDER BY rowid"
-        ).fetchall()
+        ):
+            snapshot.retained.append(
+                RetainedRecord(session, topic, message_id, data, hash_, orjson.loads(timestamp), qos)
+            )
         return snapshot
 
     # ---------------------------------------------------------------- writes
@@ -363,6 +382,116 @@ class SqliteStore:
         """Clear the retained message of a topic."""
         self._queue("DELETE FROM retained WHERE session = ? AND topic = ?", (session, topic))
 
-    def purge(self, now_wall_ms: int) -> None:
-        """Forget dedupe records past their window whose payload is gone."""
-        self._queue("DELETE FROM messages WHERE dedupe_until < ? AND data IS NULL", (now_wall_ms,))
+
+class SqliteJournal:
+    """The broker's ``Journal`` on a ``SqliteStore``: every recorded change becomes a queued row write.
+
+    Args:
+        store: the open store.
+        clock: the scheduler's clock (the loop's ``time``), to turn scheduler times into wall-clock ones.
+    """
+
+    __slots__ = ("_clock", "store")
+
+    def __init__(self, store: SqliteStore, clock: Callable[[], float]) -> None:
+        self.store = store
+        self._clock = clock
+
+    @property
+    def keeps_durable_state(self) -> bool:
+        """Every delivery to a durable client is recorded."""
+        return True
+
+    def _wall_ms(self, scheduler_ms: int) -> int:
+        """Wall-clock epoch ms of a scheduler time (what the store keeps)."""
+        return scheduler_ms + int(time.time() * 1000) - int(self._clock() * 1000)
+
+    def load(self) -> Snapshot:
+        """Everything the store holds."""
+        return self.store.load(int(time.time() * 1000))
+
+    def session_saved(self, session: Session) -> None:
+        """Write a new session."""
+        record = session.record()
+        self.store.put_session(
+            record.name, record.salt, record.digest, record.secret_digest, record.settings, record.suspended
+        )
+
+    def session_suspended(self, session: Session) -> None:
+        """Write a suspension or resumption."""
+        self.store.set_suspended(session.name, session.suspended)
+
+    def session_dropped(self, name: str) -> None:
+        """Delete a session and everything of it."""
+        self.store.delete_session(name)
+
+    def durable_saved(self, session_name: str, client_id: str, filters: dict[str, int], offline_since: int | None) -> None:
+        """Write a durable client's filters and offline time."""
+        self.store.put_durable(session_name, client_id, filters, offline_since)
+
+    def durable_forgotten(self, session_name: str, client_id: str) -> None:
+        """Delete a durable client and its delivery state."""
+        self.store.delete_durable(session_name, client_id)
+
+    def message_accepted(self, message: Message, with_payload: bool) -> None:
+        """Write a message's dedupe record, with its payload when a durable client holds it."""
+        publish = message.publish if with_payload else None
+        self.store.put_message(
+            message.session.name,
+            message.message_id,
+            message.seq,
+            message.topic,
+            None if publish is None else publish.data,
+            None if publish is None else publish.hash,
+            message.timestamp,
+            message.qos,
+            None if message.expires_at_ms is None else self._wall_ms(message.expires_at_ms),
+            self._wall_ms(message.dedupe_until_ms),
+            message.delivered_to,
+        )
+
+    def message_finished(self, message: Message) -> None:
+        """Drop a finished message's payload."""
+        self.store.finish_message(message.session.name, message.message_id, message.acked)
+
+    def target_held(self, session_name: str, client_id: str, message_id: str, attempts: int, sent: bool) -> None:
+        """Write one durable client's delivery state of one message."""
+        self.store.put_target(session_name, client_id, message_id, attempts, sent)
+
+    def target_done(self, session_name: str, client_id: str, message_id: str) -> None:
+        """Delete one durable client's delivery state of one message."""
+        self.store.delete_target(session_name, client_id, message_id)
+
+    def retained_set(self, session: Session, publish: Publish, timestamp: int | float) -> None:
+        """Write a topic's retained message."""
+        self.store.put_retained(
+            session.name, publish.topic, publish.message_id, publish.data, publish.hash, timestamp, publish.qos
+        )
+
+    def retained_cleared(self, session: Session, topic: str) -> None:
+        """Delete a topic's retained message."""
+        self.store.delete_retained(session.name, topic)
+
+    def confirm(self, sink: Sink, frame: bytes) -> None:
+        """Send ``frame`` once everything written before it is committed (if the socket is still open)."""
+
+        def send() -> None:
+            if sink.is_open:
+                sink.send(frame)
+
+        self.store.after_commit(send)
+
+    async def committed(self) -> None:
+        """Wait until everything written so far is committed."""
+        done = asyncio.get_running_loop().create_future()
+
+        def resolve() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        self.store.after_commit(resolve)
+        await done
+
+    async def close(self) -> None:
+        """Commit what is queued and close the database."""
+        await self.store.close()

@@ -13,11 +13,13 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]  # real class
 
 from fastport import _speedups
 from fastport._speedups import Flusher
+from fastport.broker.cluster import ClusterLink, NullClusterLink
 from fastport.broker.core import Broker
+from fastport.broker.journal import Journal, NullJournal
 from fastport.broker.recovery import restore
 from fastport.config import ServerConfig
 from fastport.engines.redis import RedisEngine
-from fastport.engines.sqlite import SqliteStore
+from fastport.engines.sqlite import SqliteJournal, SqliteStore
 from fastport.errors import CloseCode
 from fastport.metrics import ServerCounters
 from fastport.server.admin import AdminAuth, load_or_create_token, token_path
@@ -64,14 +66,17 @@ class FastportServer:
         loop = asyncio.get_running_loop()
         token = config.admin_token or load_or_create_token(config.data_dir)
         admin = AdminAuth(token, config.admin_user, config.admin_pass)
-        store = SqliteStore.open(config.store) if config.store else None
-        engine = RedisEngine(config.engine, config.engine_prefix) if config.engine else None
+        journal: Journal = SqliteJournal(SqliteStore.open(config.store), loop.time) if config.store else NullJournal()
+        cluster: ClusterLink = RedisEngine(config.engine, config.engine_prefix) if config.engine else NullClusterLink()
         limits = dataclasses.replace(config.limits, init_timeout_s=config.init_timeout_s)
-        broker = Broker(loop, limits, store, engine)
-        if store is not None:
-            restore(broker, store, store.load())
-        if engine is not None:
-            await engine.start(broker)
+        broker = Broker(loop, limits, journal, cluster)
+        report = restore(broker, journal.load())
+        if config.store:
+            logger.info(
+                "store %s: restored %d session(s), %d durable client(s), %d held message(s), %d retained",
+                config.store, report.sessions, report.durable_clients, report.held_messages, report.retained,
+            )
+        await cluster.start(broker)
         counters = ServerCounters()
         api = RestApi(broker, admin, counters, metrics_open=config.metrics_open)
         flusher = Flusher(loop.call_soon)
@@ -146,10 +151,8 @@ class FastportServer:
             await asyncio.wait_for(self._server.wait_closed(), SHUTDOWN_GRACE_S)
         except asyncio.TimeoutError:
             logger.warning("connections still open after %.0f s; exiting anyway", SHUTDOWN_GRACE_S)
-        if self.broker.store is not None:
-            await self.broker.store.close()
-        if self.broker.engine is not None:
-            await self.broker.engine.close()
+        await self.broker.journal.close()
+        await self.broker.cluster.close()
 
 
 async def serve(config: ServerConfig) -> None:

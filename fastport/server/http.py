@@ -1,4 +1,4 @@
-"""The REST API (``shared/spec/PROTOCOL.md`` §2), ``GET /health`` and ``GET /metrics``.
+"""The REST API (``docs/protocol.md`` §2), ``GET /health`` and ``GET /metrics``.
 
 Routes are plain async functions from a parsed ``Request`` to a ``Response``; the
 front protocol (``front.py``) does the HTTP/1.1 parsing and the I/O. Bodies are JSON
@@ -169,7 +169,7 @@ class RestApi:
         body = _json_object(request)
         name, password = _string_fields(body, ("sessionName", "password"), "sessionName and password are required")
         settings = SessionSettings.from_request(body, int(time.time() * 1000))
-        _, secret_key = await self._broker.create_session(name, password, settings)
+        _, secret_key = await self._broker.admin.create(name, password, settings)
         return Response(
             200,
             {
@@ -185,7 +185,7 @@ class RestApi:
         """``POST /api/dropSession`` (the session's own password and secret key)."""
         name, password, secret_key = _string_fields(_json_object(request), _OWNER_FIELDS, _OWNER_MISSING)
         try:
-            await self._broker.drop_session(name, password, secret_key)
+            await self._broker.admin.drop(name, password, secret_key)
         except (SessionError, AuthError) as exc:
             self._count_owner_failure(exc)
             return error_response(exc, 400)
@@ -199,7 +199,7 @@ class RestApi:
         if not isinstance(suspend, bool):
             raise ProtocolError("suspend must be true or false", code=ErrorCode.INVALID_FIELD, field="suspend")
         try:
-            await self._broker.suspend_session(name, password, secret_key, suspend)
+            await self._broker.admin.suspend(name, password, secret_key, suspend)
         except (SessionError, AuthError) as exc:
             self._count_owner_failure(exc)
             return error_response(exc, 400)

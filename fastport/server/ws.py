@@ -179,8 +179,8 @@ class BrokerListener(FrameListener):
     def _on_slow_consumer(self) -> None:
         self._slow_timer = None
         if self.paused:
-            self._shared.broker.slow_consumer_closes += 1
-            logger.warning("closing connection #%s: slow consumer", self.target.id if self.target else "?")
+            if self.target is not None:
+                self._shared.broker.slow_consumer(self.target)
             self._close_now(CloseCode.SLOW_CONSUMER, "slow consumer: outbound buffer over its limit for too long")
 
     def _on_close_frame(self, transport: WSTransport, frame: WSFrame) -> None:

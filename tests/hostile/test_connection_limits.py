@@ -22,7 +22,7 @@ async def test_no_init_within_the_init_timeout_closes_4003(
     assert (await failing.recv())["success"] is False
     assert await silent.expect_close(2.0) == CloseCode.INIT_TIMEOUT
     assert await failing.expect_close(2.0) == CloseCode.INIT_TIMEOUT
-    assert server.broker.init_timeouts == 2
+    assert server.broker.counters.init_timeouts == 2
     await asyncio.sleep(0.5)
     await bystander.check()  # initialised long ago: never closed by the timer
 

@@ -30,11 +30,11 @@ async def test_frames_out_of_order(connect: ClientFactory, attacker: dict[str, A
     assert (await client.init(attacker["sessionName"], attacker["password"]))["success"] is True
     client.send({"type": "end_file", "topic": "t", "fileId": "never-opened"})
     answer = await client.recv()
-    assert answer["code"] == ErrorCode.NOT_SUBSCRIBED and answer["field"] == "fileId"
+    assert answer["code"] == ErrorCode.FILE_NOT_OPEN and answer["field"] == "fileId"
     client.send_raw(b"\x02" + b"f" * 36 + b"\0\0\0\0" + b"iv", WSMsgType.BINARY)
-    assert (await client.recv())["code"] == ErrorCode.NOT_SUBSCRIBED
+    assert (await client.recv())["code"] == ErrorCode.FILE_NOT_OPEN
     client.send_raw(b"\x07junk", WSMsgType.BINARY)
-    assert (await client.recv())["code"] == ErrorCode.BINARY_NOT_SUPPORTED
+    assert (await client.recv())["code"] == ErrorCode.INVALID_FILE_CHUNK
     client.send({"type": "unsubscribe", "topic": "never"})
     answer = await client.recv()
     assert answer == {
@@ -190,5 +190,5 @@ async def test_binary_and_text_garbage_mixed(
 ) -> None:
     client = await connect(attacker)
     client.send_raw(orjson.dumps({"type": "subscribe", "topic": "ok"}), WSMsgType.BINARY)
-    assert (await client.recv())["code"] == ErrorCode.BINARY_NOT_SUPPORTED
+    assert (await client.recv())["code"] == ErrorCode.INVALID_FILE_CHUNK
     await bystander.check()
