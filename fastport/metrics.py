@@ -1,8 +1,8 @@
 """Prometheus metrics, read from the broker's own counters at scrape time.
 
 Nothing here runs on the hot path: the broker and its delivery already count what
-they do in plain integer attributes, and ``BrokerCollector.collect`` reads them when
-``GET /metrics`` is scraped. The server layer (front, REST API, WebSocket listener)
+they do in plain integer attributes (``fastport.broker.stats``, which also names the metric of
+each), and ``BrokerCollector.collect`` reads them when ``GET /metrics`` is scraped. The server layer (front, REST API, WebSocket listener)
 counts the events only it sees (authentication failures, limit hits, HTTP statuses)
 in a ``ServerCounters``, on error paths only. Labels are bounded: no session,
 connection or topic is ever a label value. ``docs/metrics.md`` lists every metric.
@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from fastport import __version__, _speedups
 from fastport.broker.histogram import LatencyHistogram
+from fastport.broker.stats import BROKER_LIMIT_LABELS, DELIVERY_COUNTERS, LATENCY_HISTOGRAMS
 from fastport.engines.redis import RedisEngine
 
 if TYPE_CHECKING:
@@ -28,51 +29,6 @@ if TYPE_CHECKING:
 
 #: ``Content-Type`` of ``GET /metrics``.
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
-
-#: ``DeliveryCounters`` attributes: (attribute, metric name without ``_total``, help).
-DELIVERY_COUNTERS: Final = (
-    ("published", "fastport_messages_published", "Publishes accepted and fanned out (duplicates excluded)."),
-    ("deliveries", "fastport_deliveries", "Message frames sent to subscribers on first delivery."),
-    ("acks", "fastport_acks", "Acks that counted (from a connection the message was delivered to)."),
-    ("redeliveries", "fastport_redeliveries", "Message frames resent with a retry count."),
-    ("expired", "fastport_messages_expired", "Held messages released at their messageExpiryTime."),
-    ("exhausted", "fastport_messages_exhausted", "Held messages released after maxRetryLimit redeliveries."),
-    ("dropped_qos0", "fastport_qos0_dropped", "QoS 0 messages dropped for an offline or backed-up subscriber."),
-    (
-        "duplicates",
-        "fastport_duplicate_publishes",
-        "Publishes of a messageId inside the dedupe window (client retries).",
-    ),
-    ("queue_overflows", "fastport_queue_overflows", "Messages refused or evicted because a queue was full."),
-    (
-        "retained_evictions",
-        "fastport_retained_evictions",
-        "Retained topics evicted because the session's store was full.",
-    ),
-    ("wills_published", "fastport_wills_published", "Last wills published for connections that ended uncleanly."),
-    ("durable_expired", "fastport_durable_clients_expired", "Offline durable clients forgotten at their TTL."),
-)
-
-#: ``DeliveryCounters`` latency histograms (milliseconds inside, seconds on the wire).
-LATENCY_HISTOGRAMS: Final = (
-    (
-        "delivery_latency",
-        "fastport_publish_to_delivery_seconds",
-        "Time from a publish to its first delivery to each subscriber (0 for those sent at once; queued ones wait).",
-    ),
-    ("ack_latency", "fastport_publish_to_ack_seconds", "Time from a publish to each subscriber's ack."),
-)
-
-#: ``BrokerCounters`` limit attributes and their ``limit`` label value.
-BROKER_LIMIT_LABELS: Final = (
-    ("rate_limited", "publish_rate"),
-    ("rate_abuse_closes", "publish_rate_close"),
-    ("subscription_limit_hits", "subscriptions"),
-    ("connection_limit_hits", "connections_per_session"),
-    ("auth_cut_offs", "auth_throttle"),
-    ("slow_consumer_closes", "slow_consumer"),
-    ("init_timeouts", "init_timeout"),
-)
 
 #: ``RedisEngine`` attributes and their metric.
 ENGINE_METRICS: Final = (

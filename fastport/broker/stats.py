@@ -1,17 +1,24 @@
-"""The broker's counters: plain slotted integers bumped where things happen, read at scrape time.
+"""The broker's counters, and the Prometheus metric each one is exposed as.
 
-``fastport.metrics`` reads these attributes by name when ``GET /metrics`` is scraped; a renamed
-counter is a mypy error there, not a metric silently stuck at 0. Nothing here does any work on
-the hot path beyond an integer add.
+Counters are plain slotted integers bumped where things happen; ``fastport.metrics`` reads them
+when ``GET /metrics`` is scraped, through the tables below. A new metric of the broker is one
+attribute here, one row in its table and the line that bumps it; a test checks that every
+counter has a row and every row a counter, so a rename cannot leave a metric stuck at 0.
 """
 
 from __future__ import annotations
+
+from typing import Final
 
 from fastport.broker.histogram import LatencyHistogram
 
 
 class BrokerCounters:
-    """Connections refused, limited or cut off, and failed ``init``s."""
+    """Connections refused, limited or cut off, and failed ``init``s.
+
+    ``auth_failures`` is ``fastport_auth_failures_total{kind="websocket_init"}``; the others are
+    ``fastport_limit_hits_total`` with the ``limit`` label of ``BROKER_LIMIT_LABELS``.
+    """
 
     __slots__ = (
         "auth_cut_offs",
@@ -44,7 +51,10 @@ class BrokerCounters:
 
 
 class DeliveryCounters:
-    """What happened to published messages: deliveries, acks, retries, drops, and two latency histograms."""
+    """What happened to published messages: deliveries, acks, retries, drops, and two latency histograms.
+
+    Each attribute is described by its row in ``DELIVERY_COUNTERS`` or ``LATENCY_HISTOGRAMS``.
+    """
 
     __slots__ = (
         "ack_latency",
@@ -64,31 +74,63 @@ class DeliveryCounters:
     )
 
     def __init__(self) -> None:
-        #: Publishes accepted and fanned out (duplicates excluded).
         self.published = 0
-        #: ``message`` frames sent on first delivery.
         self.deliveries = 0
-        #: Acks that counted.
         self.acks = 0
-        #: ``message`` frames resent with a retry count.
         self.redeliveries = 0
-        #: Held messages released at their ``messageExpiryTime``.
         self.expired = 0
-        #: Held messages released after ``maxRetryLimit`` redeliveries.
         self.exhausted = 0
-        #: Publishes of a messageId inside the dedupe window.
         self.duplicates = 0
-        #: QoS 0 messages dropped for an offline or backed-up subscriber.
         self.dropped_qos0 = 0
-        #: Messages refused or evicted because a subscriber's queue was full.
         self.queue_overflows = 0
-        #: Retained topics evicted because the session's retained store was full.
         self.retained_evictions = 0
-        #: Last wills published.
         self.wills_published = 0
-        #: Offline durable clients forgotten at their TTL.
         self.durable_expired = 0
-        #: Publish to first delivery (queued deliveries wait for a slot or a resume).
         self.delivery_latency = LatencyHistogram()
-        #: Publish to each subscriber's ack.
         self.ack_latency = LatencyHistogram()
+
+
+#: ``DeliveryCounters`` attributes: (attribute, metric name without ``_total``, help).
+DELIVERY_COUNTERS: Final = (
+    ("published", "fastport_messages_published", "Publishes accepted and fanned out (duplicates excluded)."),
+    ("deliveries", "fastport_deliveries", "Message frames sent to subscribers on first delivery."),
+    ("acks", "fastport_acks", "Acks that counted (from a connection the message was delivered to)."),
+    ("redeliveries", "fastport_redeliveries", "Message frames resent with a retry count."),
+    ("expired", "fastport_messages_expired", "Held messages released at their messageExpiryTime."),
+    ("exhausted", "fastport_messages_exhausted", "Held messages released after maxRetryLimit redeliveries."),
+    ("dropped_qos0", "fastport_qos0_dropped", "QoS 0 messages dropped for an offline or backed-up subscriber."),
+    (
+        "duplicates",
+        "fastport_duplicate_publishes",
+        "Publishes of a messageId inside the dedupe window (client retries).",
+    ),
+    ("queue_overflows", "fastport_queue_overflows", "Messages refused or evicted because a queue was full."),
+    (
+        "retained_evictions",
+        "fastport_retained_evictions",
+        "Retained topics evicted because the session's store was full.",
+    ),
+    ("wills_published", "fastport_wills_published", "Last wills published for connections that ended uncleanly."),
+    ("durable_expired", "fastport_durable_clients_expired", "Offline durable clients forgotten at their TTL."),
+)
+
+#: ``DeliveryCounters`` latency histograms (milliseconds inside, seconds on the wire).
+LATENCY_HISTOGRAMS: Final = (
+    (
+        "delivery_latency",
+        "fastport_publish_to_delivery_seconds",
+        "Time from a publish to its first delivery to each subscriber (0 for those sent at once; queued ones wait).",
+    ),
+    ("ack_latency", "fastport_publish_to_ack_seconds", "Time from a publish to each subscriber's ack."),
+)
+
+#: ``BrokerCounters`` limit attributes and their ``limit`` label value.
+BROKER_LIMIT_LABELS: Final = (
+    ("rate_limited", "publish_rate"),
+    ("rate_abuse_closes", "publish_rate_close"),
+    ("subscription_limit_hits", "subscriptions"),
+    ("connection_limit_hits", "connections_per_session"),
+    ("auth_cut_offs", "auth_throttle"),
+    ("slow_consumer_closes", "slow_consumer"),
+    ("init_timeouts", "init_timeout"),
+)

@@ -192,3 +192,18 @@ async def test_binary_and_text_garbage_mixed(
     client.send_raw(orjson.dumps({"type": "subscribe", "topic": "ok"}), WSMsgType.BINARY)
     assert (await client.recv())["code"] == ErrorCode.INVALID_FILE_CHUNK
     await bystander.check()
+
+
+async def test_too_many_open_file_transfers_are_refused_with_their_own_code(
+    connect: ClientFactory, attacker: dict[str, Any], bystander: Bystander
+) -> None:
+    client = await connect(attacker)
+    for index in range(64):
+        client.send({"type": "init_file", "topic": "files", "fileId": f"{index:036d}"})
+    client.send({"type": "init_file", "topic": "files", "fileId": "x" * 36})
+    answer = await client.recv()
+    assert answer["code"] == ErrorCode.TOO_MANY_FILES and answer["error"] == "too many open file transfers: 64"
+    client.send({"type": "end_file", "topic": "files", "fileId": f"{0:036d}"})
+    client.send({"type": "init_file", "topic": "files", "fileId": "x" * 36})
+    await client.expect_silence()
+    await bystander.check()
