@@ -33,12 +33,14 @@ __all__ = [
     "TimerWheel",
     "TopicTrie",
     "fan_out",
+    "send_now",
+    "track",
 ]
 
 NO_EXTENSIONS: Final[bool] = bool(os.environ.get("FASTPORT_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from .fanout_py import Flusher, Inflight, Outbox, fan_out
+    from .fanout_py import Flusher, Inflight, Outbox, fan_out, send_now, track
     from .listener_py import FrameListener
     from .timerwheel_py import MAX_DELAY_MS, TimerWheel
     from .trie_py import TopicTrie
@@ -56,7 +58,7 @@ else:
             RuntimeWarning,
             stacklevel=2,
         )
-        from .fanout_py import Flusher, Inflight, Outbox, fan_out
+        from .fanout_py import Flusher, Inflight, Outbox, fan_out, send_now, track
         from .listener_py import FrameListener
         from .timerwheel_py import MAX_DELAY_MS, TimerWheel
         from .trie_py import TopicTrie

@@ -208,3 +208,23 @@ def fan_out(
             rest = []
         rest.append((subscriber, qos))
     return sent, rest
+
+
+def send_now(subscriber: Any, window: int) -> bool:
+    """TEMPORARY stand-in (replaced by the _speedups split)."""
+    connection = subscriber.connection
+    return (
+        connection is not None
+        and not subscriber.queue
+        and not connection.sink.paused
+        and len(subscriber.inflight) < window
+    )
+
+
+def track(subscriber: Any, message: Any, attempts: int, due_ms: int, arm: Any) -> Inflight:
+    """TEMPORARY stand-in (replaced by the _speedups split)."""
+    entry = Inflight(message, attempts, due_ms)
+    subscriber.inflight[message.message_id] = entry
+    if arm is not None and subscriber.retry_handle is None:
+        subscriber.retry_handle = arm(due_ms, subscriber)
+    return entry

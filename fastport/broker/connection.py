@@ -120,6 +120,11 @@ class Connection:
         logger.info("closing connection #%d: %d %s", self.id, code, reason)
         self.sink.close(code, reason)
 
+    def close_for(self, exc: FastportError) -> None:
+        """Close the connection for an error that ends it: its ``close_code``, its ``error`` as the reason."""
+        assert exc.close_code is not None
+        self.close(exc.close_code, exc.error)
+
     def __repr__(self) -> str:
         session = self.session.name if self.session is not None else None
         return f"<Connection #{self.id} {self.state.name} session={session!r}>"

@@ -166,7 +166,7 @@ class Broker:
             if message_id is None:
                 frame = codec.frame_of(obj, payload)
         except InvalidUtf8 as exc:
-            conn.close(exc.close_code, exc.error)
+            conn.close_for(exc)
             return
         except ProtocolError as exc:
             conn.reject(exc)

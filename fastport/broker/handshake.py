@@ -170,7 +170,7 @@ class Handshake:
                 logger.info("connection #%d: init refused: %s", conn.id, exc.error)
                 conn.reject(exc, "init_response")
                 if exc.close_code is not None:
-                    conn.close(exc.close_code, exc.error)
+                    conn.close_for(exc)
         except Exception:
             logger.exception("init of connection #%d failed", conn.id)
             if conn.state is ConnState.AUTHENTICATING:

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from fastport.broker.stats import BrokerCounters
     from fastport.config import BrokerLimits
 
+_RATE_ABUSE: Final = LimitExceeded(
+    "publish rate limit exceeded repeatedly", code=ErrorCode.RATE_LIMITED, close=CloseCode.RATE_LIMIT_ABUSE
+)
+
 #: Clients tracked by the authentication throttle, at most (oldest forgotten first).
 MAX_THROTTLE_ENTRIES: Final = 100_000
 
@@ -125,7 +129,7 @@ class PublishRate:
         self._counters.rate_limited += 1
         if bucket.violations >= limits.publish_violations_before_close:
             self._counters.rate_abuse_closes += 1
-            conn.close(CloseCode.RATE_LIMIT_ABUSE, "publish rate limit exceeded repeatedly")
+            conn.close_for(_RATE_ABUSE)
         else:
             error = LimitExceeded(
                 f"publish rate limit exceeded: {limits.publish_rate_per_s:g}/s", code=ErrorCode.RATE_LIMITED

@@ -20,7 +20,7 @@ from picows import WSCloseCode, WSFrame, WSMsgType, WSTransport
 from fastport._speedups import Flusher, FrameListener, Outbox
 from fastport.broker.connection import Connection
 from fastport.broker.core import Broker
-from fastport.errors import CloseCode
+from fastport.errors import CloseCode, FrameTooLarge
 from fastport.metrics import ServerCounters
 
 logger = logging.getLogger("fastport.server")
@@ -220,7 +220,8 @@ class BrokerListener(FrameListener):
         if self._fragment_size > limit:
             if self._shared.counters is not None:
                 self._shared.counters.ws_message_too_big += 1
-            self.close(CloseCode.MESSAGE_TOO_BIG, f"message too big: {self._fragment_size} > {limit}")
+            error = FrameTooLarge(f"message too big: {self._fragment_size} > {limit}")
+            self.close(error.close_code, error.error)
             return
         fragments.append(frame.get_payload_as_bytes())
         if not frame.fin:
