@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import signal
 from typing import Final
@@ -66,8 +65,7 @@ class FastportServer:
         admin = AdminAuth(token, config.admin_user, config.admin_pass)
         store = SqliteStore.open(config.store) if config.store else None
         engine = RedisEngine(config.engine, config.engine_prefix) if config.engine else None
-        limits = dataclasses.replace(config.limits, init_timeout_s=config.init_timeout_s)
-        broker = Broker(loop, limits, store, engine)
+        broker = Broker(loop, config.limits, store, engine)
         if store is not None:
             restore(broker, store, store.load())
         if engine is not None:

@@ -8,11 +8,12 @@ import pytest
 from conftest import RawFactory
 from hostile_helpers import OP_PING, Bystander, RawWS
 
+from fastport.config import BrokerLimits
 from fastport.errors import CloseCode
 from fastport.server.app import FastportServer
 
 
-@pytest.mark.parametrize("server_settings", [{"init_timeout_s": 0.4}])
+@pytest.mark.parametrize("server_settings", [{"limits": BrokerLimits(init_timeout_s=0.4)}])
 async def test_no_init_within_the_init_timeout_closes_4003(
     server: FastportServer, raw: RawFactory, bystander: Bystander
 ) -> None:
