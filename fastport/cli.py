@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_argument("--data-dir", help="the broker's data dir, where its admin token is")
     session.set_defaults(handler=_session)
 
-    from fastport.client.tools import add_commands
+    from fastport.client.commands import add_commands
 
     add_commands(commands)
     return parser

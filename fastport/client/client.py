@@ -43,7 +43,6 @@ from picows import (
 
 from fastport.client.backoff import ReconnectPolicy
 from fastport.client.crypto import EnvelopeCipher, EnvelopeVersion
-from fastport.client.dedup import DEFAULT_CAPACITY, SeenIds
 from fastport.client.errors import (
     AckTimeout,
     ConnectionClosed,
@@ -54,7 +53,8 @@ from fastport.client.errors import (
     SessionEnded,
     wire_code,
 )
-from fastport.client.events import ClientStats, ConnectionState, Message, PublishResult
+from fastport.client.seen_ids import DEFAULT_CAPACITY, SeenIds
+from fastport.client.values import ClientStats, ConnectionState, Message, PublishResult
 from fastport.errors import CloseCode, ConfigError
 from fastport.protocol.topics import filter_matches, validate_filter, validate_topic
 

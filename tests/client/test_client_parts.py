@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastport.client.backoff import ReconnectPolicy
-from fastport.client.dedup import SeenIds
+from fastport.client.seen_ids import SeenIds
 from fastport.protocol.topics import filter_matches
 
 
