@@ -4,7 +4,7 @@ Loggers are ``fastport.server``, ``fastport.broker``, ``fastport.delivery``,
 ``fastport.http`` and ``fastport.client``. Records may carry ``connection`` (the
 connection id) and ``session`` (the session name) as extras, added by
 ``ConnectionLogger``; the JSON format puts them in their own keys. Nothing here logs
-payloads, passwords or keys: callers never pass them (``STYLE.md`` §6).
+payloads, passwords or keys: callers never pass them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""PROTOCOL.md §2 over real HTTP: every row of the REST session API, plus /health and the error statuses."""
+"""docs/protocol.md §2 over real HTTP: every row of the REST session API, plus /health and the error statuses."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PROTOCOL.md §3 over real sockets: every client frame, every server frame, every error path."""
+"""docs/protocol.md §3 over real sockets: every client frame, every server frame, every error path."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The asyncio fastport client: publish and subscribe over one WebSocket, with end-to-end envelopes.
 
-Lifetimes and rules (``shared/spec/PROTOCOL.md`` §3 for the frames):
+Lifetimes and rules (``docs/protocol.md`` §3 for the frames):
 
 * One connection at a time. When it is lost the client reconnects with backoff
   (``ReconnectPolicy``), sends ``init`` again, resubscribes every topic filter and re-sends

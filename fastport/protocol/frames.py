@@ -1,4 +1,4 @@
-"""Typed frames of the fastPort JSON wire protocol (``shared/spec/PROTOCOL.md`` §3).
+"""Typed frames of the fastPort JSON wire protocol (``docs/protocol.md`` §3, WebSocket frames).
 
 Client-to-server frames are frozen, slotted dataclasses produced by ``codec.decode``.
 Server-to-client frames are built as bytes by ``codec`` directly: they are encoded
