@@ -28,7 +28,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, Self, cast
 
 import orjson
 from picows import (
@@ -340,7 +340,7 @@ class Client:
             raise
         self._supervisor = loop.create_task(self._supervise(listener))
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         await self.init()
         return self
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import RawFactory
-from hostile_helpers import OP_PING, Bystander, RawWS
 
 from fastport.config import BrokerLimits
 from fastport.errors import CloseCode
 from fastport.server.app import FastportServer
+
+from .hostile_helpers import OP_PING, Bystander, RawFactory, RawWS
 
 
 @pytest.mark.parametrize("server_settings", [{"limits": BrokerLimits(init_timeout_s=0.4)}])
