@@ -4,9 +4,8 @@
 Same rules, names, signatures, results and exceptions as the reference twin, whose module and
 function docstrings are the documentation. The two rules are written once here too, as the
 ``cdef inline`` functions ``_send_now`` and ``_track``: ``fan_out`` calls them with the
-attributes it has read already (``_send_now`` answers with the sink to send to, so each
-attribute is read once per subscriber), and the public ``send_now`` and ``track`` are thin
-wrappers.
+attributes it has read already (so each is read once per subscriber), and the public
+``send_now`` and ``track`` are thin wrappers that read them.
 The Protocols and ``Arm`` are types with no compiled form: they are the reference twin's own,
 re-exported.
 
@@ -55,16 +54,10 @@ cdef class Inflight:
         self.due_ms = due_ms
 
 
-cdef inline object _send_now(object subscriber, object connection, dict inflight, Py_ssize_t window):
-    # The send-now rule, answered with the sink to send to (None: not now). connection and
-    # inflight are the subscriber's, read once by the caller, which sends through the answer.
-    cdef object sink
-    if connection is None or subscriber.queue:
-        return None
-    sink = connection.sink
-    if sink.paused or len(inflight) >= window:
-        return None
-    return sink
+cdef inline bint _send_now(object subscriber, object sink, dict inflight, Py_ssize_t window) except -1:
+    # The send-now rule. sink is the subscriber's connection's sink (None while it is offline) and
+    # inflight its inflight map, read once by the caller.
+    return sink is not None and not subscriber.queue and not sink.paused and len(inflight) < window
 
 
 cdef inline Inflight _track(
@@ -83,13 +76,20 @@ cdef inline Inflight _track(
     entry.due_ms = due_ms
     inflight[message_id] = entry
     if arm is not None and subscriber.retry_handle is None:
-        subscriber.retry_handle = arm(due_ms, subscriber)
+        _arm(subscriber, due_ms, arm)
     return entry
+
+
+cdef int _arm(object subscriber, long long due_ms, object arm) except -1:
+    # _track's cold part (once per idle subscriber), out of line so that _track inlines into fan_out.
+    subscriber.retry_handle = arm(due_ms, subscriber)
+    return 0
 
 
 def send_now(subscriber, Py_ssize_t window):
     """Tell whether a QoS 1 message may go to a subscriber at once, rather than wait in its queue."""
-    return _send_now(subscriber, subscriber.connection, subscriber.inflight, window) is not None
+    connection = subscriber.connection
+    return _send_now(subscriber, None if connection is None else connection.sink, subscriber.inflight, window)
 
 
 def track(subscriber, message, long long attempts, long long due_ms, arm):
@@ -115,9 +115,9 @@ def fan_out(targets, message, publisher, long long due_ms, Py_ssize_t window, bi
             if connection is publisher:
                 continue
             if qos and not (durable_aside and subscriber.durable):
+                sink = connection.sink
                 inflight = subscriber.inflight
-                sink = None if message_id in inflight else _send_now(subscriber, connection, inflight, window)
-                if sink is not None:
+                if _send_now(subscriber, sink, inflight, window) and message_id not in inflight:
                     sink.send(frame)
                     _track(subscriber, inflight, message_id, message, 0, due_ms, arm)
                     sent += 1

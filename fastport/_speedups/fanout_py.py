@@ -210,8 +210,8 @@ def fan_out(
             if (
                 qos
                 and not (durable_aside and subscriber.durable)
-                and message_id not in subscriber.inflight
                 and send_now(subscriber, window)
+                and message_id not in subscriber.inflight
             ):
                 connection.sink.send(frame)
                 track(subscriber, message, 0, due_ms, arm)
