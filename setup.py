@@ -15,7 +15,7 @@ import sys
 
 from setuptools import Extension, setup
 
-_MODULES = ("trie_c", "timerwheel_c", "fanout_c", "listener_c")
+_MODULES = ("trie_c", "timerwheel_c", "outbox_c", "fanout_c", "listener_c")
 _DIRECTIVES = {"language_level": 3, "embedsignature": True}
 
 

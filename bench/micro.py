@@ -2,8 +2,8 @@
 
 Usage: ``python bench/micro.py [--markdown] [--repeat 5] [--scale 1.0]``. Each operation runs ``--repeat`` times on
 fresh inputs from a fixed seed, in rounds alternating between the twins; the best time counts (the least disturbed
-by other processes). The ratio column is compiled ops/s / Python ops/s (target: at least 5x). Both twins are imported directly, as only tests and
-benchmarks may.
+by other processes). The ratio column is compiled ops/s / Python ops/s (target: at least 5x). Both twins are
+imported directly, as only tests and benchmarks may.
 
 Every operation is called from a Python loop, in both twins, and that loop and call cost the same for both: the
 ``call overhead`` row times the same loop calling a C method that does nothing useful (``dict.get`` on an empty
@@ -63,7 +63,7 @@ def trie_workloads(module: ModuleType, scale: float, repeat: int) -> dict[str, f
         if kind < 0.2:
             parts[rng.randrange(3)] = "+"
         elif kind < 0.3:
-            parts = parts[: rng.randrange(1, 3)] + ["#"]
+            parts = [*parts[: rng.randrange(1, 3)], "#"]
         filters.append("/".join(parts))
     topics = ["/".join(rng.choice(level) for level in levels) for _ in range(int(20000 * scale))]
     subscribers = [object() for _ in range(2)]

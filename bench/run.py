@@ -57,7 +57,10 @@ def free_port() -> int:
 
 
 def raise_nofile() -> None:
-    """preexec_fn: lift the open-file limit to the hard limit (10k connections need 10k descriptors)."""
+    """preexec_fn: lift the open-file limit to the hard limit (10k connections need 10k descriptors).
+
+    preexec_fn is unsafe in a process with threads; bench/run.py starts none.
+    """
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
@@ -103,7 +106,12 @@ def _spawn(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> sub
     log = cwd / "broker.log"
     with log.open("wb") as handle:
         return subprocess.Popen(
-            argv, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd, env=env, preexec_fn=raise_nofile
+            argv,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            preexec_fn=raise_nofile,  # noqa: PLW1509  # no threads: see raise_nofile
         )
 
 
@@ -388,7 +396,7 @@ def run_s6(args: argparse.Namespace, run: int, config: str, aux: int) -> dict[st
         if config == "single":
             one = start_fastport("fastport", Path(tmp), args.broker_cpu)
             try:
-                argv = loadgen_argv(args, one.url, one.pid, "s6") + ["--s6-window", str(args.s6_window)]
+                argv = [*loadgen_argv(args, one.url, one.pid, "s6"), "--s6-window", str(args.s6_window)]
                 single: dict[str, Any] = run_loadgen_argv(args, argv)["s6"]
                 return single
             finally:
@@ -402,7 +410,8 @@ def run_s6(args: argparse.Namespace, run: int, config: str, aux: int) -> dict[st
         try:
             a = start_fastport("fastport", Path(tmp) / "a", args.broker_cpu, engine)
             b = start_fastport("fastport", Path(tmp) / "b", args.broker_cpu, engine, create_session=False)
-            argv = loadgen_argv(args, a.url, a.pid, "s6") + [
+            argv = [
+                *loadgen_argv(args, a.url, a.pid, "s6"),
                 "--s6-window",
                 str(args.s6_window),
                 "--url-b",
@@ -434,7 +443,8 @@ def run_s7(args: argparse.Namespace, store: str, durable: int, window: int) -> d
             session={"maxQueuedMessages": 1_000_000, "maxQueuedBytes": 1 << 30},
         )
         try:
-            argv = loadgen_argv(args, broker.url, broker.pid, "s7") + [
+            argv = [
+                *loadgen_argv(args, broker.url, broker.pid, "s7"),
                 "--windows",
                 str(window),
                 "--durable",
@@ -513,23 +523,29 @@ def extra_report(
         out.append("")
     if "s6" in args.scenario_list:
         out += [
-            f"## S6 cross-node fan-out through Redis: 1 publisher on node A → {args.subscribers} subscribers, "
-            f"256 B, window {args.s6_window}, acking",
+            (
+                f"## S6 cross-node fan-out through Redis: 1 publisher on node A → {args.subscribers} subscribers, "
+                f"256 B, window {args.s6_window}, acking"
+            ),
             "",
-            "Pinning: every broker process (the single node, or nodes A **and** B) on CPU "
-            f"{args.broker_cpu}, the load generator on CPU {args.loadgen_cpu} (`taskset`); Redis is the "
-            "machine's own server, not pinned (shared with whatever else runs). So both configurations get "
-            "the same one core for brokers, and the two-node rows show the cost of the engine, not extra "
-            "capacity. Subscribers alternate between A and B (2 nodes) or are all on the one node, reported in "
-            "the same two halves. Latency: publish-to-delivery from a monotonic timestamp in the payload, "
-            "under the closed loop's full load (so it includes queueing behind the window). Broker CPU = "
-            "utime+stime of all broker processes / deliveries; Redis CPU = the Redis server's, read from "
-            "`/proc`.",
+            (
+                "Pinning: every broker process (the single node, or nodes A **and** B) on CPU "
+                f"{args.broker_cpu}, the load generator on CPU {args.loadgen_cpu} (`taskset`); Redis is the "
+                "machine's own server, not pinned (shared with whatever else runs). So both configurations get "
+                "the same one core for brokers, and the two-node rows show the cost of the engine, not extra "
+                "capacity. Subscribers alternate between A and B (2 nodes) or are all on the one node, reported in "
+                "the same two halves. Latency: publish-to-delivery from a monotonic timestamp in the payload, "
+                "under the closed loop's full load (so it includes queueing behind the window). Broker CPU = "
+                "utime+stime of all broker processes / deliveries; Redis CPU = the Redis server's, read from "
+                "`/proc`."
+            ),
             "",
         ]
         out += [
-            "| configuration | deliveries/s | p50 µs, subs on A | p99 µs, subs on A | p50 µs, subs on B | "
-            "p99 µs, subs on B | broker CPU µs/delivery (A+B) | Redis CPU µs/delivery | load gen CPU % |",
+            (
+                "| configuration | deliveries/s | p50 µs, subs on A | p99 µs, subs on A | p50 µs, subs on B | "
+                "p99 µs, subs on B | broker CPU µs/delivery (A+B) | Redis CPU µs/delivery | load gen CPU % |"
+            ),
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for config in S6_CONFIGS:
@@ -562,18 +578,22 @@ def extra_report(
         out += [
             "## S7 SQLite store cost: publish → `publish_response`",
             "",
-            f"One publisher keeps W publishes unanswered; {args.roundtrip_duration:.0f} s measured after "
-            f"{args.warmup:.0f} s warm-up, broker on CPU {args.broker_cpu}, load generator on CPU "
-            f'{args.loadgen_cpu}. *10 offline durable*: 10 clients `init` with `"clientId": "d<i>", '
-            '"durable": true`, subscribe to the topic and drop their connections before the publisher '
-            "starts, so every message is queued for 10 clients (and, with the store, written; the session has "
-            "`maxQueuedMessages` 1,000,000 so nothing is dropped). `sqlite` = `--store sqlite:TMP/state.db` "
-            "(defaults: group commit every 2 ms, no fsync); `memory` = no `--store`.",
+            (
+                f"One publisher keeps W publishes unanswered; {args.roundtrip_duration:.0f} s measured after "
+                f"{args.warmup:.0f} s warm-up, broker on CPU {args.broker_cpu}, load generator on CPU "
+                f'{args.loadgen_cpu}. *10 offline durable*: 10 clients `init` with `"clientId": "d<i>", '
+                '"durable": true`, subscribe to the topic and drop their connections before the publisher '
+                "starts, so every message is queued for 10 clients (and, with the store, written; the session has "
+                "`maxQueuedMessages` 1,000,000 so nothing is dropped). `sqlite` = `--store sqlite:TMP/state.db` "
+                "(defaults: group commit every 2 ms, no fsync); `memory` = no `--store`."
+            ),
             "",
         ]
         out += [
-            "| subscribers | window | store | publishes/s | p50 µs | p99 µs | broker CPU µs/publish | "
-            "broker RSS MiB at end | DB MiB at end | sqlite/memory publishes/s |",
+            (
+                "| subscribers | window | store | publishes/s | p50 µs | p99 µs | broker CPU µs/publish | "
+                "broker RSS MiB at end | DB MiB at end | sqlite/memory publishes/s |"
+            ),
             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for durable in (0, 10):
@@ -821,8 +841,10 @@ def bound_note(results: dict[str, list[dict[str, Any]]], brokers: list[str], pat
         return ["", "The load generator stayed below 90% CPU in every row: the broker set the pace."]
     return [
         "",
-        f"Load generator bound (its CPU ≥ 90%, so throughput there is a floor and CPU per delivery the "
-        f"comparable number): {', '.join(bound)}.",
+        (
+            f"Load generator bound (its CPU ≥ 90%, so throughput there is a floor and CPU per delivery the "
+            f"comparable number): {', '.join(bound)}."
+        ),
     ]
 
 
@@ -903,8 +925,10 @@ def write_report(
         "## Machine and versions",
         "",
         f"- CPU: {info['cpu']}, {info['cores']} cores; Linux {info['kernel']}",
-        f"- broker pinned to CPU {args.broker_cpu}, the one load generator process to CPU {args.loadgen_cpu} "
-        "(`taskset`)",
+        (
+            f"- broker pinned to CPU {args.broker_cpu}, the one load generator process to CPU {args.loadgen_cpu} "
+            "(`taskset`)"
+        ),
         f"- load average (1/5/15 min) at start: {load[0]}; at end: {load[1]}",
         f"- Python {info['python']}, picows {info['picows']}, uvloop {info['uvloop']}, orjson {info['orjson']}",
         f"- fastport git {info['fastport']}" + (" (with uncommitted changes)" if info["dirty"] == "yes" else ""),
@@ -918,24 +942,28 @@ def write_report(
     out += [
         "## What is measured",
         "",
-        "See `bench/loadgen.py`'s docstring for the exact definitions. In short: all traffic is WebSocket on "
-        "127.0.0.1; fastport speaks its JSON frames, Mosquitto MQTT 3.1.1 (subprotocol `mqtt`), NATS its text "
-        "protocol. **Broker CPU** is utime+stime of the broker process over the measured window "
-        "(`/proc/PID/stat`), divided by deliveries. **Load generator CPU %** near 100 means the load generator, "
-        "not the broker, set the pace (one Python process saturates near 220k fastport deliveries/s); a broker "
-        "that is not saturated handles smaller batches per loop iteration and spends more CPU per delivery than "
-        "it would at full load. Subscribers send one ack frame per delivery, and the acks answering one read "
-        "leave in one write (`bench/README.md`). NATS core has no "
-        "acknowledgements: its rows are fire-and-forget (S3: request/reply), so they are a lower bound on cost, "
-        "not like for like.",
+        (
+            "See `bench/loadgen.py`'s docstring for the exact definitions. In short: all traffic is WebSocket on "
+            "127.0.0.1; fastport speaks its JSON frames, Mosquitto MQTT 3.1.1 (subprotocol `mqtt`), NATS its text "
+            "protocol. **Broker CPU** is utime+stime of the broker process over the measured window "
+            "(`/proc/PID/stat`), divided by deliveries. **Load generator CPU %** near 100 means the load generator, "
+            "not the broker, set the pace (one Python process saturates near 220k fastport deliveries/s); a broker "
+            "that is not saturated handles smaller batches per loop iteration and spends more CPU per delivery than "
+            "it would at full load. Subscribers send one ack frame per delivery, and the acks answering one read "
+            "leave in one write (`bench/README.md`). NATS core has no "
+            "acknowledgements: its rows are fire-and-forget (S3: request/reply), so they are a lower bound on cost, "
+            "not like for like."
+        ),
         "",
     ]
     if "s1" in args.scenario_list:
         out += [
             f"## S1 fan-out: 1 publisher → {args.subscribers} subscribers, 256 B, window {args.window}, at-least-once",
             "",
-            "A message completes when the broker confirmed it to the publisher and every subscriber got it; "
-            "fastport subscribers ack each message, MQTT is QoS 1 both ways (PUBACKs).",
+            (
+                "A message completes when the broker confirmed it to the publisher and every subscriber got it; "
+                "fastport subscribers ack each message, MQTT is QoS 1 both ways (PUBACKs)."
+            ),
             "",
         ]
         out += table(
@@ -975,10 +1003,12 @@ def write_report(
         out += [
             "## S3 acknowledged round trip, 1 publisher → 1 subscriber",
             "",
-            "fastport: publish → message → ack → `ack_received`. MQTT: there is no end-to-end ack, so the "
-            "subscriber answers each QoS 1 message with a QoS 1 publish on the publisher's reply topic "
-            "(same four hops, PUBACKs on each leg). NATS: request/reply, no acks. The window is the number "
-            "of messages the publisher keeps unconfirmed.",
+            (
+                "fastport: publish → message → ack → `ack_received`. MQTT: there is no end-to-end ack, so the "
+                "subscriber answers each QoS 1 message with a QoS 1 publish on the publisher's reply topic "
+                "(same four hops, PUBACKs on each leg). NATS: request/reply, no acks. The window is the number "
+                "of messages the publisher keeps unconfirmed."
+            ),
             "",
         ]
         split = f"64x{args.split_publishers}"
@@ -989,9 +1019,11 @@ def write_report(
                 out += [
                     f"### window 64 over {args.split_publishers} publishers ({64 // args.split_publishers} each)",
                     "",
-                    "The same 64 messages in flight, spread over several publisher connections: with fastport's "
-                    "per-connection publish limit this shows what the engine does when one connection is not "
-                    "the cap.",
+                    (
+                        "The same 64 messages in flight, spread over several publisher connections: with fastport's "
+                        "per-connection publish limit this shows what the engine does when one connection is not "
+                        "the cap."
+                    ),
                     "",
                 ]
             else:
@@ -1034,8 +1066,10 @@ def write_report(
             "",
             "## S5 connection storm",
             "",
-            f"The connect phase of S4: {args.connections:,} WebSocket handshakes + authentication "
-            "(fastport `init`, MQTT CONNECT/CONNACK, NATS CONNECT + PING/PONG), at most 100 in progress.",
+            (
+                f"The connect phase of S4: {args.connections:,} WebSocket handshakes + authentication "
+                "(fastport `init`, MQTT CONNECT/CONNACK, NATS CONNECT + PING/PONG), at most 100 in progress."
+            ),
             "",
         ]
         out += table(
@@ -1056,9 +1090,9 @@ def write_report(
             out += target_lines(results, name)
     out.append("")
     if profile:
-        out += ["## Profile of fastport S1 (where the CPU goes)", ""] + profile + [""]
+        out += ["## Profile of fastport S1 (where the CPU goes)", "", *profile, ""]
     if memory:
-        out += ["## Memory profile of fastport connections (`python bench/memprofile.py`)", ""] + memory + [""]
+        out += ["## Memory profile of fastport connections (`python bench/memprofile.py`)", "", *memory, ""]
     if micro:
         out += ["## Micro-benchmarks of the `_speedups` twins (`python bench/micro.py`)", "", micro.strip(), ""]
     out += [

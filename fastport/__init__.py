@@ -22,25 +22,24 @@ if TYPE_CHECKING:
         SessionEnded,
     )
 
-# The client imports picows and cryptography: load it on first use, not with the package.
-_CLIENT_NAMES = frozenset(
-    {
-        "AckTimeout",
-        "Client",
-        "ClientError",
-        "ConnectionClosed",
-        "EnvelopeAuthError",
-        "EnvelopeError",
-        "EnvelopeFormatError",
-        "EnvelopeHashMismatch",
-        "InitRefused",
-        "PublishRefused",
-        "RequestRefused",
-        "SessionEnded",
-    }
-)
+__all__ = [
+    "AckTimeout",
+    "Client",
+    "ClientError",
+    "ConnectionClosed",
+    "EnvelopeAuthError",
+    "EnvelopeError",
+    "EnvelopeFormatError",
+    "EnvelopeHashMismatch",
+    "InitRefused",
+    "PublishRefused",
+    "RequestRefused",
+    "SessionEnded",
+    "__version__",
+]
 
-__all__ = ["__version__", *sorted(_CLIENT_NAMES)]
+# The client imports picows and cryptography: load it on first use, not with the package.
+_CLIENT_NAMES = frozenset(__all__) - {"__version__"}
 
 
 def __getattr__(name: str) -> object:

@@ -1,17 +1,22 @@
 """Server configuration and per-session settings: frozen, validated once.
 
-Server settings come from ``fastport serve`` flags, else ``FASTPORT_<NAME>`` environment
-variables, else the defaults below. ``ADMIN_USER`` / ``ADMIN_PASS`` are honoured for
+Each ``fastport serve`` setting is declared once, in ``SETTINGS``: its flag, its
+``FASTPORT_<NAME>`` environment variable, how its text parses, and the config field it sets
+(whose dataclass default is the setting's default). ``resolve_server_config`` takes a flag,
+else the variable, else the default. ``ADMIN_USER`` / ``ADMIN_PASS`` are honoured for
 compatibility with the original fastPort broker.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -25,7 +30,6 @@ DEFAULT_MAX_BODY_SIZE: Final = 64 << 10
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS: Final = ("text", "json")
 DEFAULT_HANDSHAKE_TIMEOUT_S: Final = 10.0
-DEFAULT_INIT_TIMEOUT_S: Final = 10.0
 DEFAULT_IDLE_TIMEOUT_S: Final = 30.0
 DEFAULT_PING_TIMEOUT_S: Final = 10.0
 MAX_TIMEOUT_S: Final = 86_400.0
@@ -55,6 +59,93 @@ def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/fastport``, or ``~/.local/share/fastport``."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "fastport"
+
+
+_SIZE_RE: Final = re.compile(r"(\d+)\s*(|k|kb|kib|m|mb|mib)", re.IGNORECASE)
+_SIZE_UNITS: Final = {"": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20}
+_DURATION_RE: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(|s|ms)", re.IGNORECASE)
+_TRUE: Final = ("1", "true", "yes", "on")
+_FALSE: Final = ("0", "false", "no", "off")
+
+
+def parse_size(text: str, name: str) -> int:
+    """Parse ``1048576``, ``512KiB`` or ``1MiB`` into bytes.
+
+    Raises:
+        ConfigError: ``text`` is no size; the message names the setting ``name``.
+    """
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        raise ConfigError(f"{name} must be a size such as 1048576, 512KiB or 1MiB, got {text!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+
+
+def parse_duration(text: str, name: str) -> float:
+    """Parse ``10``, ``2.5s`` or ``500ms`` into seconds.
+
+    Raises:
+        ConfigError: ``text`` is no duration; the message names the setting ``name``.
+    """
+    match = _DURATION_RE.fullmatch(text.strip())
+    if match is None:
+        raise ConfigError(f"{name} must be a duration such as 10, 2.5s or 500ms, got {text!r}")
+    value = float(match.group(1))
+    return value / 1000 if match.group(2).lower() == "ms" else value
+
+
+def _parse_integer(text: str, name: str) -> int:
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        raise ConfigError(f"{name} must be a number, got {text!r}")
+    return int(digits)
+
+
+def _parse_number(text: str, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {text!r}") from None
+
+
+def _parse_switch(text: str, name: str) -> bool:
+    word = text.strip().lower()
+    if word not in _TRUE + _FALSE:
+        raise ConfigError(f"{name} must be 1 or 0, got {text!r}")
+    return word in _TRUE
+
+
+def _parse_text(text: str, name: str) -> str:
+    return text
+
+
+def _parse_lowercase(text: str, name: str) -> str:
+    return text.lower()
+
+
+def _parse_path(text: str, name: str) -> Path:
+    if not text:
+        raise ConfigError(f"{name} must be a path, got ''")
+    return Path(text)
+
+
+def _parse_origins(text: str, name: str) -> tuple[str, ...]:
+    return tuple(part.strip().lower().rstrip("/") for part in text.split(",") if part.strip())
+
+
+def _show_number(value: float) -> str:
+    """``10``, ``0.05`` or ``50000``: a whole number without its ``.0``, never in exponent form."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _show_size(size: int) -> str:
+    for unit, factor in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+def _show_switch(value: bool) -> str:
+    return "on" if value else "off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +183,28 @@ class BrokerLimits:
     slow_consumer_grace_s: float = 10.0
     init_timeout_s: float = 10.0
 
+    def __post_init__(self) -> None:
+        # Named by flag; the fields that have no flag by their own name.
+        for name, value, low, high, unit in (
+            ("max-subscriptions", self.max_subscriptions_per_connection, 1, 1_000_000, ""),
+            ("max-connections-per-session", self.max_connections_per_session, 1, 1_000_000, ""),
+            ("publish-rate", self.publish_rate_per_s, 0.01, 10_000_000, " per second"),
+            ("publish-burst", self.publish_burst, 1, 10_000_000, ""),
+            ("publish_violations_before_close", self.publish_violations_before_close, 1, 1_000_000, ""),
+            ("auth_failures_before_delay", self.auth_failures_before_delay, 0, 1000, ""),
+            ("auth_failures_before_cutoff", self.auth_failures_before_cutoff, 1, 1000, ""),
+            ("auth_failure_window_s", self.auth_failure_window_s, 0.05, MAX_TIMEOUT_S, " seconds"),
+            ("max-topic-length", self.max_topic_length, 1, 65_535, " characters"),
+            ("max-topic-depth", self.max_topic_depth, 1, 1024, " levels"),
+            ("outbound-buffer-limit", self.outbound_buffer_limit, 1024, 1 << 30, " bytes"),
+            ("slow-consumer-grace", self.slow_consumer_grace_s, 0.05, MAX_TIMEOUT_S, " seconds"),
+            ("init-timeout", self.init_timeout_s, 0.05, MAX_TIMEOUT_S, " seconds"),
+        ):
+            if not low <= value <= high:
+                raise ConfigError(
+                    f"{name} must be {_show_number(low)}-{_show_number(high)}{unit}, got {_show_number(value)}"
+                )
+
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
@@ -114,7 +227,6 @@ class ServerConfig:
         ws_handshake_timeout_s: picows's own bound on its part of the upgrade.
         log_format: ``text`` or ``json`` (one JSON object per line).
         metrics_open: serve ``GET /metrics`` without the admin credential.
-        init_timeout_s: time from the upgrade to a successful ``init``; later close 4003.
         idle_timeout_s: ping a WebSocket peer silent for this long (0: never).
         ping_timeout_s: close (1001) a peer that has not answered a ping within this.
         limits: per-connection and per-session limits of the broker.
@@ -142,7 +254,6 @@ class ServerConfig:
     ws_handshake_timeout_s: float = 5.0
     log_format: str = "text"
     metrics_open: bool = False
-    init_timeout_s: float = DEFAULT_INIT_TIMEOUT_S
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     ping_timeout_s: float = DEFAULT_PING_TIMEOUT_S
     allowed_origins: tuple[str, ...] = ()
@@ -180,7 +291,6 @@ class ServerConfig:
             raise ConfigError(f"log-format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
         for name, value, low in (
             ("handshake-timeout", self.http_head_timeout_s, 0.05),
-            ("init-timeout", self.init_timeout_s, 0.05),
             ("ping-timeout", self.ping_timeout_s, 0.05),
             ("idle-timeout", self.idle_timeout_s, 0.0),
         ):
@@ -214,6 +324,199 @@ class ServerConfig:
         return int(getattr(logging, self.log_level.upper()))
 
 
+@dataclass(frozen=True, slots=True)
+class SettingKind:
+    """How the text of a setting becomes its value, and how a value is written as text again.
+
+    Attributes:
+        parse: ``(text, setting name) -> value``; raises ``ConfigError`` naming the setting.
+        show: a value written as text that ``parse`` reads back as that value.
+        metavar: the placeholder of the value in ``--help``; None: the setting's name in capitals.
+        switch: a flag that takes no value (``--metrics-open``); its variable is ``1`` or ``0``.
+    """
+
+    parse: Callable[[str, str], Any]
+    show: Callable[[Any], str] = str
+    metavar: str | None = None
+    switch: bool = False
+
+
+INTEGER: Final = SettingKind(_parse_integer, metavar="N")
+NUMBER: Final = SettingKind(_parse_number, _show_number, metavar="N")
+SIZE: Final = SettingKind(parse_size, _show_size, metavar="SIZE")
+DURATION: Final = SettingKind(parse_duration, _show_number, metavar="SECONDS")
+SWITCH: Final = SettingKind(_parse_switch, _show_switch, switch=True)
+TEXT: Final = SettingKind(_parse_text)
+LOWERCASE: Final = SettingKind(_parse_lowercase)
+PATH: Final = SettingKind(_parse_path, metavar="PATH")
+ORIGIN_LIST: Final = SettingKind(_parse_origins, ",".join, metavar="ORIGINS")
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One ``fastport serve`` setting: the flag and ``FASTPORT_*`` variable that set one config field.
+
+    Attributes:
+        name: the flag without its dashes (``max-frame-size``); errors name the setting by it.
+        owner: the class whose field the setting sets, ``ServerConfig`` or ``BrokerLimits``.
+        field: that field; its dataclass default is the setting's default.
+        kind: how the setting's text parses, and how its default is shown.
+        help: what the setting does, for ``--help``.
+        default_label: how ``--help`` and the README show a default that is not shown as a value
+            (``memory``: no store); empty: the default value, as ``kind`` shows it.
+    """
+
+    name: str
+    owner: type[ServerConfig | BrokerLimits]
+    field: str
+    kind: SettingKind
+    help: str
+    default_label: str = ""
+
+    @property
+    def flag(self) -> str:
+        """The ``fastport serve`` option: ``--max-frame-size``."""
+        return f"--{self.name}"
+
+    @property
+    def env(self) -> str:
+        """The environment variable: ``FASTPORT_MAX_FRAME_SIZE``."""
+        return "FASTPORT_" + self.name.upper().replace("-", "_")
+
+    @property
+    def default(self) -> Any:
+        """The dataclass default of ``field``."""
+        declared = next(item for item in dataclasses.fields(self.owner) if item.name == self.field)
+        if declared.default_factory is not dataclasses.MISSING:
+            return declared.default_factory()
+        return declared.default
+
+    @property
+    def default_text(self) -> str:
+        """The default as ``--help`` and the README's flag table show it: ``1MiB``, ``memory``."""
+        return self.default_label or self.kind.show(self.default)
+
+
+#: Every ``fastport serve`` setting, in the order of ``--help`` and the README's flag table.
+SETTINGS: Final = (
+    Setting("host", ServerConfig, "host", TEXT, "address to listen on"),
+    Setting("port", ServerConfig, "port", INTEGER, "TCP port for HTTP and WebSocket; 0 picks a free one"),
+    Setting("data-dir", ServerConfig, "data_dir", PATH, "directory of the admin token", "~/.local/share/fastport"),
+    Setting(
+        "max-frame-size", ServerConfig, "max_frame_size", SIZE, "largest WebSocket message, in bytes (or KiB, MiB)"
+    ),
+    Setting("max-body-size", ServerConfig, "max_body_size", SIZE, "largest REST request body, in bytes (or KiB, MiB)"),
+    Setting("log-level", ServerConfig, "log_level", LOWERCASE, f"one of {', '.join(LOG_LEVELS)}"),
+    Setting(
+        "log-format",
+        ServerConfig,
+        "log_format",
+        LOWERCASE,
+        f"one of {', '.join(LOG_FORMATS)}; json writes one object per line",
+    ),
+    Setting("metrics-open", ServerConfig, "metrics_open", SWITCH, "serve /metrics without the admin credential"),
+    Setting(
+        "handshake-timeout",
+        ServerConfig,
+        "http_head_timeout_s",
+        DURATION,
+        "seconds to send a request head or WebSocket upgrade",
+    ),
+    Setting("init-timeout", BrokerLimits, "init_timeout_s", DURATION, "seconds from the upgrade to a successful init"),
+    Setting(
+        "idle-timeout", ServerConfig, "idle_timeout_s", DURATION, "ping a WebSocket silent this many seconds; 0: never"
+    ),
+    Setting("ping-timeout", ServerConfig, "ping_timeout_s", DURATION, "close a peer not answering a ping within this"),
+    Setting(
+        "allowed-origins",
+        ServerConfig,
+        "allowed_origins",
+        ORIGIN_LIST,
+        "comma-separated Origin allow-list for upgrades",
+        "any",
+    ),
+    Setting(
+        "tls-cert",
+        ServerConfig,
+        "tls_cert",
+        PATH,
+        "PEM certificate chain: serve https:// and wss://; needs --tls-key",
+        "none",
+    ),
+    Setting("tls-key", ServerConfig, "tls_key", PATH, "PEM private key of --tls-cert", "none"),
+    Setting("store", ServerConfig, "store", TEXT, "sqlite:PATH keeps sessions and held messages on disk", "memory"),
+    Setting("engine", ServerConfig, "engine", TEXT, "redis://HOST:PORT/DB joins other broker processes", "none"),
+    Setting("engine-prefix", ServerConfig, "engine_prefix", TEXT, "prefix of the engine's Redis keys and channels"),
+    Setting(
+        "workers",
+        ServerConfig,
+        "workers",
+        INTEGER,
+        "broker processes sharing the port; more than 1 needs --engine and a fixed --port",
+    ),
+    Setting("max-subscriptions", BrokerLimits, "max_subscriptions_per_connection", INTEGER, "filters per connection"),
+    Setting(
+        "max-connections-per-session",
+        BrokerLimits,
+        "max_connections_per_session",
+        INTEGER,
+        "live connections per session",
+    ),
+    Setting("publish-rate", BrokerLimits, "publish_rate_per_s", NUMBER, "publishes per second per connection"),
+    Setting("publish-burst", BrokerLimits, "publish_burst", INTEGER, "publishes at once per connection"),
+    Setting("max-topic-length", BrokerLimits, "max_topic_length", INTEGER, "characters in a topic or filter"),
+    Setting("max-topic-depth", BrokerLimits, "max_topic_depth", INTEGER, "levels in a topic or filter"),
+    Setting(
+        "outbound-buffer-limit",
+        BrokerLimits,
+        "outbound_buffer_limit",
+        SIZE,
+        "bytes queued to a connection before it is a slow consumer",
+    ),
+    Setting(
+        "slow-consumer-grace",
+        BrokerLimits,
+        "slow_consumer_grace_s",
+        DURATION,
+        "seconds a slow consumer may stay over that limit",
+    ),
+)
+
+
+def environment_layer(environ: Mapping[str, str]) -> dict[str, str]:
+    """The text of each setting given as a ``FASTPORT_*`` variable, by setting name (empty: not given)."""
+    return {setting.name: environ[setting.env] for setting in SETTINGS if environ.get(setting.env)}
+
+
+def resolve_server_config(flags: Mapping[str, str | None], environ: Mapping[str, str]) -> ServerConfig:
+    """Take each setting from its flag, else its ``FASTPORT_*`` variable, else its default.
+
+    Args:
+        flags: the text of each flag given, by setting name (``max-frame-size``); None: not given.
+        environ: the environment; it also holds the settings without a flag: ``ADMIN_USER`` and
+            ``ADMIN_PASS`` (or ``FASTPORT_ADMIN_USER``/``FASTPORT_ADMIN_PASS``), ``FASTPORT_ADMIN_TOKEN``
+            and ``FASTPORT_REUSE_PORT`` (set for each worker).
+
+    Raises:
+        ConfigError: a value is malformed or out of range; the message names the setting.
+    """
+    # Most important first; each layer holds the text of the settings it gives, by setting name.
+    layers = ({name: text for name, text in flags.items() if text is not None}, environment_layer(environ))
+    values: dict[type, dict[str, Any]] = {ServerConfig: {}, BrokerLimits: {}}
+    for setting in SETTINGS:
+        text = next((layer[setting.name] for layer in layers if setting.name in layer), None)
+        if text is not None:
+            values[setting.owner][setting.field] = setting.kind.parse(text, setting.name)
+    return ServerConfig(
+        **values[ServerConfig],
+        limits=BrokerLimits(**values[BrokerLimits]),
+        admin_user=environ.get("FASTPORT_ADMIN_USER") or environ.get("ADMIN_USER") or None,
+        admin_pass=environ.get("FASTPORT_ADMIN_PASS") or environ.get("ADMIN_PASS") or None,
+        admin_token=environ.get("FASTPORT_ADMIN_TOKEN") or None,
+        reuse_port=bool(environ.get("FASTPORT_REUSE_PORT")),
+    )
+
+
 def _int_setting(body: dict[str, Any], name: str, default: int, bounds: tuple[int, int]) -> int:
     value = body.get(name)
     if value is None:
@@ -232,11 +535,11 @@ def _expiry_setting(value: object, now_ms: int) -> int | None:
         return None
     if isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            parsed = datetime.fromisoformat(value)
         except ValueError:
             raise ConfigError("sessionExpiry must be an ISO 8601 date-time", field="sessionExpiry") from None
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         at_ms = int(parsed.timestamp() * 1000)
     elif isinstance(value, int) and not isinstance(value, bool):
         at_ms = value

@@ -4,7 +4,7 @@ Loggers are ``fastport.server``, ``fastport.broker``, ``fastport.delivery``,
 ``fastport.http`` and ``fastport.client``. Records may carry ``connection`` (the
 connection id) and ``session`` (the session name) as extras, added by
 ``ConnectionLogger``; the JSON format puts them in their own keys. Nothing here logs
-payloads, passwords or keys: callers never pass them (``STYLE.md`` §6).
+payloads, passwords or keys: callers never pass them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any, Final
 
 import orjson
@@ -33,7 +33,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -45,7 +45,7 @@ def make_session(server: FastportServer, admin_headers: dict[str, str]) -> Sessi
     async def create(name: str | None = None, password: str = "pw", **settings: Any) -> dict[str, Any]:
         body = {"sessionName": name or f"s{next(counter)}", "password": password, **settings}
         status, _, response = await http(server.port, "POST", "/api/createSession", body, headers=admin_headers)
-        assert status == 200, response
+        assert status == 200 and isinstance(response, dict), response
         return response
 
     return create

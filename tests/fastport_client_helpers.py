@@ -17,7 +17,7 @@ ADMIN_USER = "admin"
 ADMIN_PASS = "admin-secret"
 
 
-class WSCollector(WSListener):  # type: ignore[misc]
+class WSCollector(WSListener):
     def __init__(self) -> None:
         super().__init__()
         self.frames: asyncio.Queue[tuple[WSMsgType, bytes]] = asyncio.Queue()
@@ -49,6 +49,7 @@ class WSClient:
     @classmethod
     async def connect(cls, port: int, path: str = "/") -> WSClient:
         transport, listener = await ws_connect(WSCollector, f"ws://127.0.0.1:{port}{path}", max_frame_size=64 << 20)
+        assert isinstance(listener, WSCollector)  # ws_connect is typed to return the base class
         return cls(transport, listener)
 
     def send(self, obj: Any) -> None:
@@ -77,7 +78,7 @@ class WSClient:
     async def expect_silence(self, seconds: float = 0.3) -> None:
         try:
             frame = await asyncio.wait_for(self.listener.frames.get(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         raise AssertionError(f"unexpected frame: {frame!r}")
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import cast
 
 from fastport.broker.dedupe import DEDUPE_CAPACITY, DedupeWindow
+from fastport.broker.delivery import Message
 
 
-def message(message_id: str, until_ms: int) -> SimpleNamespace:
-    return SimpleNamespace(message_id=message_id, dedupe_until_ms=until_ms)
+def message(message_id: str, until_ms: int) -> Message:
+    """A stand-in for a broker ``Message``, with the two attributes the window reads."""
+    return cast(Message, SimpleNamespace(message_id=message_id, dedupe_until_ms=until_ms))
 
 
 def test_remembers_until_the_window_ends() -> None:

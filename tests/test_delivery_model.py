@@ -8,9 +8,9 @@ may arrive twice only if a connection that received it was dropped before its ac
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from collections import Counter
+from typing import Any
 
 from fastport_client_helpers import ClientFactory, SessionFactory, WSClient
 from hypothesis import HealthCheck, given, settings
@@ -29,12 +29,12 @@ _names = itertools.count()
 class DurableClientModel:
     """The durable client under test, with what it saw."""
 
-    def __init__(self, connect: ClientFactory, session: dict) -> None:
+    def __init__(self, connect: ClientFactory, session: dict[str, Any]) -> None:
         self._connect = connect
         self.session = session
         self.client: WSClient | None = None
         self.received: Counter[str] = Counter()
-        self.unacked: list[dict] = []
+        self.unacked: list[dict[str, Any]] = []
         self.maybe_duplicated: set[str] = set()
 
     async def connect(self) -> None:
@@ -63,7 +63,7 @@ class DurableClientModel:
         while True:
             try:
                 frame = await self.client.recv(seconds)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 return
             if frame.get("type") == "message":
                 self.received[frame["messageId"]] += 1
@@ -107,7 +107,7 @@ async def test_durable_client_loses_nothing(
         while True:
             try:
                 frame = await publisher.recv(seconds)
-            except (asyncio.TimeoutError, TimeoutError):
+            except TimeoutError:
                 assert until is None, f"no {until}"
                 return
             if frame["type"] == "ack_received":

@@ -4,6 +4,7 @@ bounded queues, QoS 0/1, retained messages and last wills."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastport_client_helpers import ClientFactory, SessionFactory, WSClient
 
@@ -11,7 +12,9 @@ from fastport.errors import CloseCode, ErrorCode
 from fastport.server.app import FastportServer
 
 
-async def _durable(connect: ClientFactory, session: dict, client_id: str, **extra: object) -> tuple[WSClient, dict]:
+async def _durable(
+    connect: ClientFactory, session: dict[str, Any], client_id: str, **extra: object
+) -> tuple[WSClient, dict[str, Any]]:
     client = await connect()
     client.send(
         {
@@ -26,7 +29,7 @@ async def _durable(connect: ClientFactory, session: dict, client_id: str, **extr
     return client, await client.recv_type("init_response")
 
 
-async def _ack(client: WSClient, frame: dict) -> None:
+async def _ack(client: WSClient, frame: dict[str, Any]) -> None:
     client.send({"type": "ack", "topic": frame["topic"], "messageId": frame["messageId"]})
 
 
@@ -100,7 +103,7 @@ async def test_durable_state_expires_after_its_ttl(
     await client.close()
     await asyncio.sleep(1.3)
     assert server.broker.delivery.counters.durable_expired == 1
-    again, response = await _durable(connect, session, "short-lived")
+    _, response = await _durable(connect, session, "short-lived")
     assert response["resumed"] is False
 
 
@@ -309,7 +312,7 @@ async def test_retained_message_is_sent_first_to_new_subscribers_and_cleared_by_
 # --------------------------------------------------------------------------------------------- wills
 
 
-async def _with_will(connect: ClientFactory, session: dict) -> WSClient:
+async def _with_will(connect: ClientFactory, session: dict[str, Any]) -> WSClient:
     client = await connect()
     client.send(
         {

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
-import picows
 import pytest
 from fastport_client_helpers import ClientFactory, SessionFactory, WSClient, parse_response
-from picows.picows import WSProtocol
+from picows.picows import WSProtocol  # type: ignore[attr-defined]  # real class, missing from picows's stub
+from picows.version import __version__ as picows_version
 
 from fastport.config import ServerConfig
 from fastport.errors import ErrorCode
@@ -29,7 +30,7 @@ async def _exchange(port: int, data: bytes, *, until_eof: bool = True, timeout: 
         writer.close()
 
 
-def _split_responses(data: bytes) -> list[tuple[int, dict[str, str], object]]:
+def _split_responses(data: bytes) -> list[tuple[int, dict[str, str], Any]]:
     responses = []
     while data:
         status, headers, body = parse_response(data)
@@ -48,13 +49,14 @@ async def test_websocket_upgrade_is_handed_to_picows_on_any_path(
         assert (await client.init(session["sessionName"], "pw"))["success"] is True
         # After the handover the socket belongs to picows alone: no fastport code per frame.
         (listener,) = server._listeners
+        assert listener._transport is not None
         assert isinstance(listener._transport.underlying_transport.get_protocol(), WSProtocol)
     finally:
         await client.close()
 
 
 def test_picows_version_is_the_tested_one() -> None:
-    major, minor = (int(part) for part in picows.__version__.split(".")[:2])
+    major, minor = (int(part) for part in picows_version.split(".")[:2])
     assert (major, minor) == (2, 3), "make_ws_protocol builds WSProtocol by its private constructor: re-verify it"
 
 
@@ -73,7 +75,7 @@ async def test_keep_alive_serves_several_requests_on_one_connection(server: Fast
         writer.close()
 
 
-async def test_pipelined_requests_are_answered_in_order(server: FastportServer, admin_headers) -> None:
+async def test_pipelined_requests_are_answered_in_order(server: FastportServer, admin_headers: dict[str, str]) -> None:
     body = b'{"sessionName": "piped", "password": "pw"}'
     auth = admin_headers["Authorization"].encode()
     data = (
@@ -91,18 +93,18 @@ async def test_pipelined_requests_are_answered_in_order(server: FastportServer, 
     assert responses[1][2]["sessions"] == 1
 
 
-async def test_chunked_request_body(server: FastportServer, admin_headers) -> None:
+async def test_chunked_request_body(server: FastportServer, admin_headers: dict[str, str]) -> None:
     body = b'{"sessionName": "chunky", "password": "pw"}'
     auth = admin_headers["Authorization"].encode()
     data = (
         b"POST /api/createSession HTTP/1.1\r\nHost: x\r\nAuthorization: "
         + auth
         + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
-        + hex(10)[2:].encode()
+        + f"{10:x}".encode()
         + b"\r\n"
         + body[:10]
         + b"\r\n"
-        + hex(len(body) - 10)[2:].encode()
+        + f"{len(body) - 10:x}".encode()
         + b"\r\n"
         + body[10:]
         + b"\r\n0\r\n\r\n"

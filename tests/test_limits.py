@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from fastport_client_helpers import ADMIN_PASS, ADMIN_USER
+from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, ClientFactory, SessionFactory
 
 from fastport.broker.limits import AuthThrottle, TokenBucket
 from fastport.config import BrokerLimits, ServerConfig
@@ -38,7 +38,9 @@ async def server(tmp_path: Path) -> AsyncIterator[FastportServer]:
         await srv.close()
 
 
-async def test_subscriptions_per_connection(make_session, connect, server: FastportServer) -> None:
+async def test_subscriptions_per_connection(
+    make_session: SessionFactory, connect: ClientFactory, server: FastportServer
+) -> None:
     client = await connect(await make_session())
     for topic in ("a", "b", "c"):
         assert (await client.subscribe(topic))["success"] is True
@@ -48,7 +50,9 @@ async def test_subscriptions_per_connection(make_session, connect, server: Fastp
     assert server.broker.counters.subscription_limit_hits == 1
 
 
-async def test_connections_per_session(make_session, connect, server: FastportServer) -> None:
+async def test_connections_per_session(
+    make_session: SessionFactory, connect: ClientFactory, server: FastportServer
+) -> None:
     session, other = await make_session(), await make_session()
     await connect(session)
     await connect(session)
@@ -59,7 +63,9 @@ async def test_connections_per_session(make_session, connect, server: FastportSe
     assert server.broker.counters.connection_limit_hits == 1
 
 
-async def test_publish_rate_limit_then_close_on_abuse(make_session, connect, server: FastportServer) -> None:
+async def test_publish_rate_limit_then_close_on_abuse(
+    make_session: SessionFactory, connect: ClientFactory, server: FastportServer
+) -> None:
     noisy, calm = await make_session(), await make_session()
     flooder, calm_pub, calm_sub = await connect(noisy), await connect(calm), await connect(calm)
     await calm_sub.subscribe("calm")
@@ -78,7 +84,7 @@ async def test_publish_rate_limit_then_close_on_abuse(make_session, connect, ser
     assert server.broker.counters.rate_limited == 4 and server.broker.counters.rate_abuse_closes == 1
 
 
-async def test_topic_length_and_depth_limits(make_session, connect) -> None:
+async def test_topic_length_and_depth_limits(make_session: SessionFactory, connect: ClientFactory) -> None:
     client = await connect(await make_session())
     for topic in ("x" * 21, "a/b/c/d"):
         refused = await client.subscribe(topic)
@@ -87,7 +93,9 @@ async def test_topic_length_and_depth_limits(make_session, connect) -> None:
         assert (await client.recv())["code"] == ErrorCode.INVALID_TOPIC
 
 
-async def test_brute_force_gets_slower_then_cut_off(make_session, connect, server: FastportServer) -> None:
+async def test_brute_force_gets_slower_then_cut_off(
+    make_session: SessionFactory, connect: ClientFactory, server: FastportServer
+) -> None:
     session = await make_session(password="right")
     attacker = await connect()
     loop = asyncio.get_running_loop()
@@ -140,7 +148,7 @@ async def test_slow_consumer_is_bounded_then_closed_while_others_keep_up(slow_se
     from fastport_client_helpers import WSClient, http
 
     server = slow_server
-    status, _, session = await http(
+    status, _, _ = await http(
         server.port,
         "POST",
         "/api/createSession",

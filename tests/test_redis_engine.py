@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastport_client_helpers import WSClient, http
 from redis import asyncio as aioredis
+from redis.exceptions import RedisError
 
 from fastport.config import ServerConfig
 from fastport.engines.redis import RedisEngine
@@ -37,9 +39,7 @@ async def _redis_answers(url: str) -> bool:
     client = aioredis.Redis.from_url(url, socket_connect_timeout=1)
     try:
         return bool(await client.ping())
-    except OSError:
-        return False
-    except Exception:
+    except (OSError, RedisError):
         return False
     finally:
         await client.aclose()
@@ -79,7 +79,7 @@ async def node(tmp_path: Path, prefix: str) -> AsyncIterator[NodeFactory]:
         await server.close()
 
 
-async def _create(server: FastportServer, name: str = "shared") -> dict:
+async def _create(server: FastportServer, name: str = "shared") -> dict[str, Any]:
     status, _, body = await http(
         server.port,
         "POST",
@@ -168,21 +168,21 @@ async def test_tenants_stay_apart_across_nodes(node: NodeFactory) -> None:
     await stranger.close()
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Callable[[], subprocess.Popen[bytes]]:
-    """Starts (and restarts) a redis-server of the test's own on a free port."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed")
-    port = _free_port()
-    processes: list[subprocess.Popen[bytes]] = []
+class OwnRedis:
+    """A redis-server of the test's own on a free port; each call starts it (again)."""
 
-    def start() -> subprocess.Popen[bytes]:
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.port = _free_port()
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def __call__(self) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
             [
-                binary,
+                self.binary,
                 "--port",
-                str(port),
+                str(self.port),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -190,17 +190,24 @@ def own_redis(tmp_path: Path) -> Callable[[], subprocess.Popen[bytes]]:
                 "--appendonly",
                 "no",
                 "--dir",
-                str(tmp_path),
+                str(self.directory),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        processes.append(process)
+        self.processes.append(process)
         return process
 
-    start.port = port  # type: ignore[attr-defined]
-    yield start
-    for process in processes:
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """Starts (and restarts) a redis-server of the test's own on a free port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed")
+    redis = OwnRedis(binary, tmp_path)
+    yield redis
+    for process in redis.processes:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
@@ -215,9 +222,9 @@ async def _wait_redis(url: str) -> None:
 
 
 async def test_redis_outage_keeps_local_traffic_and_cross_node_delivery_resumes(
-    node: NodeFactory, own_redis: Callable[[], subprocess.Popen[bytes]]
+    node: NodeFactory, own_redis: OwnRedis
 ) -> None:
-    url = f"redis://127.0.0.1:{own_redis.port}/0"  # type: ignore[attr-defined]
+    url = f"redis://127.0.0.1:{own_redis.port}/0"
     redis_process = own_redis()
     await _wait_redis(url)
     a, b = await node(url), await node(url)
@@ -234,7 +241,7 @@ async def test_redis_outage_keeps_local_traffic_and_cross_node_delivery_resumes(
     assert (await local_sub.recv_type("message"))["messageId"] == during
     local_sub.send({"type": "ack", "topic": "t", "messageId": during})
     assert (await publisher.recv_type("ack_received"))["messageId"] == during
-    status, _, health = await http(a.port, "GET", "/health")
+    status, _, _ = await http(a.port, "GET", "/health")
     assert status == 200
     engine = a.broker.cluster
     assert isinstance(engine, RedisEngine)
@@ -264,13 +271,15 @@ def test_workers_need_an_engine_and_a_fixed_port(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=30,
+            check=False,
         )
         assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 async def test_workers_share_the_port_through_the_engine(tmp_path: Path, prefix: str) -> None:
     port = _free_port()
-    parent = subprocess.Popen(
+    # The parent runs on its own: Popen returns at once, and nothing here reads its pipes.
+    parent = subprocess.Popen(  # noqa: ASYNC220
         [
             sys.executable,
             "-m",
@@ -330,7 +339,7 @@ async def test_workers_share_the_port_through_the_engine(tmp_path: Path, prefix:
             parent.wait(timeout=10)
 
 
-async def _durable(server: FastportServer, client_id: str = "roamer") -> tuple[WSClient, dict]:
+async def _durable(server: FastportServer, client_id: str = "roamer") -> tuple[WSClient, dict[str, Any]]:
     client = await WSClient.connect(server.port)
     client.send({"type": "init", "sessionName": "shared", "password": "pw", "clientId": client_id, "durable": True})
     return client, await client.recv_type("init_response")
@@ -360,7 +369,8 @@ async def test_durable_client_resumes_on_another_node_with_its_held_messages(nod
     acked = {(await publisher.recv_type("ack_received"))["messageId"] for _ in range(4)}
     assert acked == {unacked, *queued}
     # A no longer holds it; new messages from A reach it on B.
-    assert "roamer" not in a.broker.sessions.get("shared").clients
+    shared = a.broker.sessions.get("shared")
+    assert shared is not None and "roamer" not in shared.clients
     fresh = publisher.publish("held/new")
     assert (await moved.recv_type("message"))["messageId"] == fresh
     await moved.close()

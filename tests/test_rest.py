@@ -1,6 +1,8 @@
-"""PROTOCOL.md §2 over real HTTP: every row of the REST session API, plus /health and the error statuses."""
+"""docs/protocol.md §2 over real HTTP: every row of the REST session API, plus /health and the error statuses."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, ClientFactory, SessionFactory, basic, http
@@ -95,7 +97,7 @@ async def test_create_session_admin_auth_failures(
     ],
 )
 async def test_create_session_validation(
-    server: FastportServer, admin_headers: dict[str, str], body: dict, field: str, error: str | None
+    server: FastportServer, admin_headers: dict[str, str], body: dict[str, Any], field: str, error: str | None
 ) -> None:
     status, _, response = await http(server.port, "POST", "/api/createSession", body, headers=admin_headers)
     assert status == 400, response

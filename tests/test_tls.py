@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import ipaddress
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +23,15 @@ from fastport.server.app import FastportServer
 
 pytestmark = pytest.mark.both_loops
 
+#: The ``tls_server`` fixture: the server and a client context trusting its certificate.
+TLSServer = tuple[FastportServer, ssl.SSLContext]
+
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1 / localhost."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -51,7 +55,7 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-async def tls_server(tmp_path: Path):
+async def tls_server(tmp_path: Path) -> AsyncIterator[TLSServer]:
     cert, key = make_certificate(tmp_path)
     srv = await FastportServer.start(
         ServerConfig(
@@ -65,7 +69,7 @@ async def tls_server(tmp_path: Path):
         await srv.close()
 
 
-async def test_https_and_wss_on_one_port(tls_server) -> None:
+async def test_https_and_wss_on_one_port(tls_server: TLSServer) -> None:
     srv, context = tls_server
     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port, ssl=context, server_hostname="localhost")
     body = b'{"sessionName": "tls", "password": "pw"}'
@@ -83,6 +87,7 @@ async def test_https_and_wss_on_one_port(tls_server) -> None:
     assert status == 200 and response["success"] is True
 
     transport, listener = await ws_connect(WSCollector, f"wss://localhost:{srv.port}/", ssl_context=context)
+    assert isinstance(listener, WSCollector)  # ws_connect is typed to return the base class
     client = WSClient(transport, listener)
     try:
         assert (await client.init("tls", "pw"))["success"] is True
@@ -93,7 +98,7 @@ async def test_https_and_wss_on_one_port(tls_server) -> None:
         await client.close()
 
 
-async def test_plain_client_on_tls_port_is_refused(tls_server) -> None:
+async def test_plain_client_on_tls_port_is_refused(tls_server: TLSServer) -> None:
     srv, _ = tls_server
     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
     writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -1,4 +1,4 @@
-"""PROTOCOL.md §3 over real sockets: every client frame, every server frame, every error path."""
+"""docs/protocol.md §3 over real sockets: every client frame, every server frame, every error path."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 import orjson
 import pytest
 from fastport_client_helpers import ClientFactory, SessionFactory
-from picows import WSMsgType
+from picows import WSCloseCode, WSMsgType
 
 from fastport.errors import CloseCode, ErrorCode
 from fastport.server.app import FastportServer
@@ -171,7 +171,7 @@ async def test_invalid_topics_are_refused(make_session: SessionFactory, connect:
     assert refused["type"] == "publish_response" and refused["code"] == ErrorCode.INVALID_TOPIC
 
 
-async def test_frame_over_limit_closes_1009(tmp_path, connect: ClientFactory, server: FastportServer) -> None:
+async def test_frame_over_limit_closes_1009(connect: ClientFactory, server: FastportServer) -> None:
     client = await connect()
     client.send_raw(b"x" * (server.config.max_frame_size + 1))
     assert await client.wait_closed() == CloseCode.MESSAGE_TOO_BIG
@@ -275,7 +275,7 @@ async def test_init_pipelined_with_subscribe(make_session: SessionFactory, conne
 
 async def test_client_close_code_is_echoed(connect: ClientFactory) -> None:
     client = await connect()
-    client.transport.send_close(4321, b"bye")
+    client.transport.send_close(WSCloseCode(4321), b"bye")
     assert await client.wait_closed() == 4321
 
 

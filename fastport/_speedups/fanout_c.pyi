@@ -1,42 +1,44 @@
-"""Stub for the compiled Outbox and Flusher; it mirrors fastport._speedups.fanout_py."""
+"""Stub for the compiled fan-out; it mirrors fastport._speedups.fanout_py, whose Protocols and Arm it re-exports."""
 
-from collections.abc import Callable, Mapping
-from typing import Any, Final, final
+from collections.abc import Mapping
+from typing import Any, Generic, TypeVar, final
 
-__all__ = ["OP_BINARY", "OP_TEXT", "Flusher", "Inflight", "Outbox", "fan_out"]
+from fastport._speedups.fanout_py import Arm as Arm
+from fastport._speedups.fanout_py import FanOutConnection as FanOutConnection
+from fastport._speedups.fanout_py import FanOutMessage as FanOutMessage
+from fastport._speedups.fanout_py import FanOutSink as FanOutSink
+from fastport._speedups.fanout_py import FanOutTarget as FanOutTarget
 
-OP_TEXT: Final[int]
-OP_BINARY: Final[int]
+__all__ = [
+    "Arm",
+    "FanOutConnection",
+    "FanOutMessage",
+    "FanOutSink",
+    "FanOutTarget",
+    "Inflight",
+    "fan_out",
+    "send_now",
+    "track",
+]
+
+_M = TypeVar("_M", bound=FanOutMessage)
+_T = TypeVar("_T", bound=FanOutTarget[Any])
 
 @final
-class Outbox:
-    def __init__(self, write: Callable[[bytes], object], flusher: Flusher) -> None: ...
-    def text(self, payload: bytes) -> None: ...
-    def binary(self, payload: bytes) -> None: ...
-    def flush(self) -> None: ...
-    def discard(self) -> None: ...
-    def pending(self) -> int: ...
-
-@final
-class Flusher:
-    def __init__(self, call_soon: Callable[[Callable[[], None]], object]) -> None: ...
-    def mark(self, outbox: Outbox) -> None: ...
-    def flush(self) -> None: ...
-    def __len__(self) -> int: ...
-
-@final
-class Inflight:
-    message: Any
+class Inflight(Generic[_M]):
+    message: _M
     attempts: int
     due_ms: int
-    def __init__(self, message: Any, attempts: int, due_ms: int) -> None: ...
+    def __init__(self, message: _M, attempts: int, due_ms: int) -> None: ...
 
+def send_now(subscriber: FanOutTarget[Any], window: int) -> bool: ...
+def track(subscriber: _T, message: _M, attempts: int, due_ms: int, arm: Arm[_T] | None) -> Inflight[_M]: ...
 def fan_out(
-    targets: Mapping[Any, int],
-    message: Any,
-    publisher: Any,
+    targets: Mapping[_T, int],
+    message: FanOutMessage,
+    publisher: FanOutConnection | None,
     due_ms: int,
     window: int,
     durable_aside: bool,
-    arm: Callable[[int, Any], int],
-) -> tuple[int, list[tuple[Any, int]] | None]: ...
+    arm: Arm[_T],
+) -> tuple[int, list[tuple[_T, int]] | None]: ...

@@ -1,217 +1,150 @@
-"""Fan-out: per-connection write coalescing and the at-least-once fast path (reference twin).
+"""Fan-out: the at-least-once rules of a first delivery, and the publish loop built on them (reference twin).
 
-A broker fan-out hands the same encoded payload to many connections. Each connection's
-``Outbox`` frames it (a final, unmasked server frame, RFC 6455 §5.2: ``FIN | opcode``, then a
-7-bit length, or 126 and a 16-bit length, or 127 and a 64-bit length, big-endian) and keeps it
-until the ``Flusher`` writes everything the connection got in this loop iteration with a
-single ``write`` call.
+These two rules are defined here once; the publish loop below and the broker's delivery policy
+(``fastport.broker.delivery``: queue drains, retained messages, resumes) both call them.
 
-Rules:
+- **Send now?** ``send_now(subscriber, window)``: a QoS 1 message may go to a subscriber at once
+  when it is online (``connection`` is not None), nothing is queued ahead of it (``queue`` is
+  empty or None), its sink is not paused, and its ``inflight`` map holds fewer than ``window``
+  entries. Otherwise it waits in the subscriber's queue, in publish order.
+- **Track a sent copy.** ``track(subscriber, message, attempts, due_ms, arm)`` records
+  ``subscriber.inflight[message.message_id] = Inflight(message, attempts, due_ms)``. The map is
+  kept in retry order (a dict keeps insertion order, and every copy is due one retry interval
+  after it was sent), so the caller makes sure the id is not in it already: the entry goes last.
+  A subscriber has one retry timer, for its first entry: ``arm(due_ms, subscriber)`` is called
+  only when ``retry_handle`` is None, and only when ``arm`` is given (an offline subscriber is
+  armed by its resume).
 
-- ``text``/``binary`` queue one frame. The first frame queued to an empty outbox marks the
-  outbox with its flusher; the first outbox marked since the last flush makes the flusher call
-  ``call_soon(flusher.flush)`` once, so a loop iteration's fan-out costs one scheduled callback
-  and one ``write`` per connection.
-- ``Outbox.flush`` writes what is queued now (one ``write``, nothing when empty); the outbox is
-  empty before ``write`` is called, so a ``write`` that raises loses those frames and never
-  leaves the outbox stuck. ``discard`` drops what is queued (the connection is gone).
-- ``Flusher.flush`` flushes every marked outbox in the order they were marked; an exception from
-  one outbox's ``write`` does not stop the others, and the first one is raised at the end.
-- Payloads are ``bytes`` (``TypeError`` otherwise), never copied before the flush here; the
-  compiled twin copies them into a C buffer, so both are safe with immutable ``bytes`` only.
+``fan_out`` is the per-subscriber loop of a publish. In match order, it sends ``message.frame``
+to each target whose subscription QoS is not 0, whose connection is not the publisher's, that is
+not durable while ``durable_aside`` (its delivery state must be stored first), that does not
+hold the message id already, and that ``send_now`` allows, then ``track``s the copy (attempts 0).
+The publisher's own subscription is skipped; every other target is returned with its QoS, left
+to the delivery policy (queue, drop, QoS 0, durable store).
 
-``fan_out`` is the per-subscriber loop of a publish: it queues one encoded ``message`` frame to
-every target that can take it at once, records the copy in the target's ``inflight`` map as an
-``Inflight`` entry and arms its retry timer, and returns the targets it left to the broker's
-delivery policy (``fastport.broker.delivery``): offline, paused, queued, full, QoS 0, durable
-with a store, or already holding that messageId. Targets are duck-typed ``Subscriber`` objects.
-
-Sans-I/O: the outbox gets a ``write`` callable (a transport's ``write``), the flusher a
-``call_soon``-like callable (an event loop's ``call_soon``); nothing here imports asyncio.
-``fanout_c.pyx`` is the compiled twin; both have the same names, signatures, results and
-exceptions.
+What these functions read and write of a subscriber, its connection, its sink and a message is
+spelled out by the Protocols below; the broker's ``Subscriber``, ``Connection`` and ``Message``
+satisfy them. Sans-I/O: frames go to ``sink.send``, timers to ``arm``, time is the ``due_ms``
+argument. ``fanout_c.pyx`` is the compiled twin; both have the same names, signatures, results
+and exceptions. The Protocols and ``Arm`` are types only, defined here; the compiled twin
+re-exports them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Mapping, Sized
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
-__all__ = ["OP_BINARY", "OP_TEXT", "Flusher", "Inflight", "Outbox", "fan_out"]
-
-OP_TEXT: Final = 0x1
-OP_BINARY: Final = 0x2
-
-_SHORT_TEXT_HEADERS: Final = tuple(bytes((0x80 | OP_TEXT, n)) for n in range(126))
-
-
-def _header(opcode: int, length: int) -> bytes:
-    """The header of an unmasked, final server frame carrying ``length`` payload bytes."""
-    first = 0x80 | opcode
-    if length < 126:
-        return bytes((first, length))
-    if length < 0x10000:
-        return bytes((first, 126)) + length.to_bytes(2, "big")
-    return bytes((first, 127)) + length.to_bytes(8, "big")
+__all__ = [
+    "Arm",
+    "FanOutConnection",
+    "FanOutMessage",
+    "FanOutSink",
+    "FanOutTarget",
+    "Inflight",
+    "fan_out",
+    "send_now",
+    "track",
+]
 
 
-class Outbox:
-    """Frames queued for one connection and not written yet."""
-
-    __slots__ = ("_chunks", "_flusher", "_write")
-
-    def __init__(self, write: Callable[[bytes], object], flusher: Flusher) -> None:
-        if not isinstance(flusher, Flusher):
-            raise TypeError(f"flusher must be a Flusher, not {type(flusher).__name__}")
-        self._write = write
-        self._flusher = flusher
-        # None while empty: an idle connection holds no list.
-        self._chunks: list[bytes] | None = None
-
-    def text(self, payload: bytes) -> None:
-        """Queue a text frame."""
-        if not isinstance(payload, bytes):
-            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        chunks = self._chunks
-        if chunks is None:
-            # Marked before anything is queued: if call_soon raises, the outbox stays empty.
-            self._flusher.mark(self)
-            chunks = self._chunks = []
-        length = len(payload)
-        chunks.append(_SHORT_TEXT_HEADERS[length] if length < 126 else _header(OP_TEXT, length))
-        chunks.append(payload)
-
-    def binary(self, payload: bytes) -> None:
-        """Queue a binary frame."""
-        if not isinstance(payload, bytes):
-            raise TypeError(f"payload must be bytes, not {type(payload).__name__}")
-        chunks = self._chunks
-        if chunks is None:
-            # Marked before anything is queued: if call_soon raises, the outbox stays empty.
-            self._flusher.mark(self)
-            chunks = self._chunks = []
-        chunks.append(_header(OP_BINARY, len(payload)))
-        chunks.append(payload)
-
-    def flush(self) -> None:
-        """Write everything queued, in one ``write``; nothing when empty."""
-        chunks = self._chunks
-        if chunks is not None:
-            self._chunks = None
-            self._write(b"".join(chunks))
-
-    def discard(self) -> None:
-        """Drop everything queued (the connection is gone)."""
-        self._chunks = None
-
-    def pending(self) -> int:
-        """Bytes queued (headers included) and not written yet."""
-        chunks = self._chunks
-        return 0 if chunks is None else sum(map(len, chunks))
+_M = TypeVar("_M", bound="FanOutMessage")
 
 
-class Flusher:
-    """Flushes every outbox that got frames, once per loop iteration."""
+class FanOutSink(Protocol):
+    """What fan-out needs of a connection's outbound sink."""
 
-    __slots__ = ("_call_soon", "_dirty", "_flush")
+    @property
+    def paused(self) -> bool:
+        """True while the transport's buffer is over its high-water mark (a slow consumer)."""
 
-    def __init__(self, call_soon: Callable[[Callable[[], None]], object]) -> None:
-        self._call_soon = call_soon
-        self._dirty: list[Outbox] = []
-        self._flush = self.flush
-
-    def mark(self, outbox: Outbox) -> None:
-        """Remember that ``outbox`` has frames to write; schedule a flush if none is pending."""
-        dirty = self._dirty
-        if not dirty:
-            self._call_soon(self._flush)
-        dirty.append(outbox)
-
-    def flush(self) -> None:
-        """Flush all marked outboxes, in the order they were marked."""
-        dirty = self._dirty
-        if not dirty:
-            return
-        self._dirty = []
-        error: BaseException | None = None
-        for outbox in dirty:
-            try:
-                outbox.flush()
-            except Exception as exc:  # noqa: BLE001 - one broken transport must not starve the rest
-                if error is None:
-                    error = exc
-        if error is not None:
-            raise error
-
-    def __len__(self) -> int:
-        """Outboxes marked since the last flush."""
-        return len(self._dirty)
+    def send(self, payload: bytes, /) -> object:
+        """Queue one text frame."""
 
 
-class Inflight:
-    """One sent, unacked copy of a message to one subscriber: the message, its sends so far, its next retry time."""
+class FanOutConnection(Protocol):
+    """What fan-out needs of a subscriber's connection."""
 
-    __slots__ = ("message", "attempts", "due_ms")
+    @property
+    def sink(self) -> FanOutSink:
+        """The connection's outbound sink."""
 
-    def __init__(self, message: Any, attempts: int, due_ms: int) -> None:
+
+class FanOutMessage(Protocol):
+    """What fan-out needs of a published message."""
+
+    @property
+    def frame(self) -> bytes | None:
+        """The encoded ``message`` frame of a first delivery (None once the message is released)."""
+
+    @property
+    def message_id(self) -> str:
+        """The publisher's messageId, the key of the message in each subscriber's ``inflight``."""
+
+
+class FanOutTarget(Protocol[_M]):
+    """What fan-out reads and writes of a subscriber (hashable: it keys the matched targets)."""
+
+    #: The handle of the subscriber's retry timer, None while none is armed.
+    retry_handle: int | None
+
+    @property
+    def connection(self) -> FanOutConnection | None:
+        """The subscriber's connection, None while it is offline."""
+
+    @property
+    def queue(self) -> Sized | None:
+        """Messages waiting for the subscriber, in publish order (None or empty: none)."""
+
+    @property
+    def durable(self) -> bool:
+        """Whether the subscriber outlives its connections (its delivery state may need storing)."""
+
+    @property
+    def inflight(self) -> dict[str, Inflight[_M]]:
+        """messageId -> the copy sent and not acked yet, in retry order."""
+
+
+# Any: a target's inflight map is invariant in its message type, which the caller picks.
+_T = TypeVar("_T", bound="FanOutTarget[Any]")
+
+Arm: TypeAlias = Callable[[int, _T], int]
+"""``arm(due_ms, subscriber)`` schedules the subscriber's retry timer and returns its handle."""
+
+
+class Inflight(Generic[_M]):
+    """One sent, unacked copy of a message to one subscriber: the message, its sends so far, its next retry time.
+
+    Generic in the message type for type checkers (``Inflight[Message]``); the compiled twin is
+    subscriptable the same way.
+    """
+
+    __slots__ = ("attempts", "due_ms", "message")
+
+    def __init__(self, message: _M, attempts: int, due_ms: int) -> None:
+        """Record a copy.
+
+        Args:
+            message: The message sent.
+            attempts: Redeliveries so far (0 for a first delivery).
+            due_ms: When the copy is due for its next redelivery.
+        """
         self.message = message
         self.attempts = attempts
         self.due_ms = due_ms
 
 
-def fan_out(
-    targets: Mapping[Any, int],
-    message: Any,
-    publisher: Any,
-    due_ms: int,
-    window: int,
-    durable_aside: bool,
-    arm: Callable[[int, Any], int],
-) -> tuple[int, list[tuple[Any, int]] | None]:
-    """Send ``message.frame`` to every target that can take it now; return (sent, the rest).
+def send_now(subscriber: FanOutTarget[Any], window: int) -> bool:
+    """Tell whether a QoS 1 message may go to a subscriber at once, rather than wait in its queue.
 
     Args:
-        targets: subscriber -> subscription QoS (a topic index match).
-        message: the published message (``frame`` and ``message_id`` are read), QoS 1.
-        publisher: the publishing connection, skipped as a target (None: no one is skipped).
-        due_ms: the retry time of every copy sent here.
-        window: a subscriber's ``inflight`` may hold at most this many entries.
-        durable_aside: leave durable subscribers to the caller (it must store their delivery state).
-        arm: ``arm(due_ms, subscriber)`` schedules a retry timer and returns its handle; called
-            for a sent-to subscriber whose ``retry_handle`` is None.
+        subscriber: The subscriber.
+        window: The most entries its ``inflight`` map may hold (the session's inflight window).
 
-    A target takes this path when its subscription QoS is not 0, its ``connection`` is online
-    and not ``publisher``, it has no queue, its sink is not paused, its ``inflight`` has room
-    and does not hold ``message.message_id`` (and it is not durable when ``durable_aside``).
-    Every other target but ``publisher``'s own is returned, in match order, as (subscriber, QoS).
+    Returns:
+        True if the subscriber is online, nothing is queued ahead of it, its sink is not paused,
+        and its ``inflight`` holds fewer than ``window`` entries.
     """
-    frame = message.frame
-    message_id = message.message_id
-    sent = 0
-    rest: list[tuple[Any, int]] | None = None
-    for subscriber, qos in targets.items():
-        connection = subscriber.connection
-        if connection is not None:
-            if connection is publisher:
-                continue
-            if qos and not subscriber.queue and not (durable_aside and subscriber.durable):
-                sink = connection.sink
-                inflight = subscriber.inflight
-                if not sink.paused and len(inflight) < window and message_id not in inflight:
-                    sink.send(frame)
-                    inflight[message_id] = Inflight(message, 0, due_ms)
-                    sent += 1
-                    if subscriber.retry_handle is None:
-                        subscriber.retry_handle = arm(due_ms, subscriber)
-                    continue
-        if rest is None:
-            rest = []
-        rest.append((subscriber, qos))
-    return sent, rest
-
-
-def send_now(subscriber: Any, window: int) -> bool:
-    """TEMPORARY stand-in (replaced by the _speedups split)."""
     connection = subscriber.connection
     return (
         connection is not None
@@ -221,10 +154,78 @@ def send_now(subscriber: Any, window: int) -> bool:
     )
 
 
-def track(subscriber: Any, message: Any, attempts: int, due_ms: int, arm: Any) -> Inflight:
-    """TEMPORARY stand-in (replaced by the _speedups split)."""
+def track(subscriber: _T, message: _M, attempts: int, due_ms: int, arm: Arm[_T] | None) -> Inflight[_M]:
+    """Record a copy of a message just sent to a subscriber, and arm its retry timer if none is armed.
+
+    Args:
+        subscriber: The subscriber; ``message.message_id`` must not be in its ``inflight`` yet,
+            so the new entry goes last (the map stays in retry order).
+        message: The message sent.
+        attempts: Redeliveries so far (0 for a first delivery).
+        due_ms: When the copy is due for its next redelivery.
+        arm: ``arm(due_ms, subscriber)`` schedules the subscriber's retry timer and returns its
+            handle; called only while ``retry_handle`` is None. None: the subscriber is offline,
+            its resume arms it.
+
+    Returns:
+        The new ``Inflight`` entry.
+    """
     entry = Inflight(message, attempts, due_ms)
     subscriber.inflight[message.message_id] = entry
     if arm is not None and subscriber.retry_handle is None:
         subscriber.retry_handle = arm(due_ms, subscriber)
     return entry
+
+
+def fan_out(
+    targets: Mapping[_T, int],
+    message: FanOutMessage,
+    publisher: FanOutConnection | None,
+    due_ms: int,
+    window: int,
+    durable_aside: bool,
+    arm: Arm[_T],
+) -> tuple[int, list[tuple[_T, int]] | None]:
+    """Send a message's frame to every target that can take it now; return the count and the rest.
+
+    Args:
+        targets: Subscriber -> subscription QoS (a topic index match), in match order.
+        message: The published message, QoS 1.
+        publisher: The publishing connection, skipped as a target (None: no one is skipped).
+        due_ms: The retry time of every copy sent here.
+        window: A subscriber's ``inflight`` may hold at most this many entries.
+        durable_aside: Leave durable subscribers to the caller (it must store their delivery state).
+        arm: ``arm(due_ms, subscriber)`` schedules a retry timer and returns its handle (see ``track``).
+
+    Returns:
+        (copies sent, the rest): every target neither sent to nor the publisher's own, in match
+        order, as (subscriber, QoS); None instead of an empty list.
+
+    Raises:
+        TypeError: If ``message.frame`` is None (a released message has no frame to send).
+    """
+    frame = message.frame
+    if frame is None:
+        raise TypeError("message.frame is None: a released message cannot be fanned out")
+    message_id = message.message_id
+    sent = 0
+    rest: list[tuple[_T, int]] | None = None
+    for subscriber, qos in targets.items():
+        connection = subscriber.connection
+        if connection is not None:
+            if connection is publisher:
+                continue
+            if (
+                qos
+                and not (durable_aside and subscriber.durable)
+                and send_now(subscriber, window)
+                and message_id not in subscriber.inflight
+            ):
+                connection.sink.send(frame)
+                track(subscriber, message, 0, due_ms, arm)
+                sent += 1
+                continue
+        if rest is None:
+            rest = []
+        rest.append((subscriber, qos))
+    return sent, rest

@@ -9,7 +9,6 @@ module is built against picows's ``picows.pxd``, so it must be built with the pi
 runs with (``pyproject.toml`` pins it for both).
 """
 
-cimport cython
 from picows.picows cimport WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport
 
 __all__ = ["FrameListener"]

@@ -1,4 +1,4 @@
-"""TimerWheel: a hierarchical timing wheel for per-message deadlines (reference twin).
+"""TimerWheel: a hierarchical timing wheel for the broker's deadlines (reference twin).
 
 Rules:
 
@@ -79,8 +79,12 @@ def _lowest_bit(bits: int) -> int:
 class TimerWheel:
     """A hierarchical timing wheel: O(1) schedule and cancel, advance in time order.
 
-    The broker keeps one per loop, schedules a timer per inflight message, cancels it on ack, and
-    arms a single loop timer for ``next_deadline()``.
+    The broker's scheduler (``fastport.broker.scheduler``) keeps one per loop and arms a single
+    loop timer for ``next_deadline()``. Items are timed objects, one timer each: a subscriber's
+    retry timer (due with its first inflight entry, re-armed after each retry round, so an ack
+    cancels nothing), a durable subscriber's TTL, a session's expiry, a connection's init
+    deadline. A timer is cancelled when what it waits for no longer applies (the init succeeded,
+    the durable client resumed, the subscriber was released).
     """
 
     __slots__ = ("_buckets", "_next_handle", "_now", "_occupied", "_tick", "_tick_ms", "_timers")

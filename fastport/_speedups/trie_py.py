@@ -25,31 +25,34 @@ dict, the broker's hot path.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Hashable
+from typing import Final, Generic, TypeVar
 
 __all__ = ["TopicTrie"]
+
+_S = TypeVar("_S", bound=Hashable)
 
 _SEP: Final = "/"
 _PLUS: Final = "+"
 _HASH: Final = "#"
 
 
-class _Node:
+class _Node(Generic[_S]):
     """One trie node; it lives while it holds subscribers or has children."""
 
     __slots__ = ("children", "hash", "plus", "subs")
 
     def __init__(self) -> None:
-        self.children: dict[str, _Node] = {}
-        self.plus: _Node | None = None
-        self.hash: _Node | None = None
-        self.subs: dict[object, int] = {}
+        self.children: dict[str, _Node[_S]] = {}
+        self.plus: _Node[_S] | None = None
+        self.hash: _Node[_S] | None = None
+        self.subs: dict[_S, int] = {}
 
     def is_empty(self) -> bool:
         return not self.subs and not self.children and self.plus is None and self.hash is None
 
 
-def _merge(result: dict[object, int], subs: dict[object, int]) -> dict[object, int]:
+def _merge(result: dict[_S, int], subs: dict[_S, int]) -> dict[_S, int]:
     """Combine a partial result with a node's subscribers, keeping the highest qos of each.
 
     Loops over the smaller of the two, so many exact subscribers plus a few wildcard ones cost
@@ -64,22 +67,23 @@ def _merge(result: dict[object, int], subs: dict[object, int]) -> dict[object, i
     return result
 
 
-class TopicTrie:
+class TopicTrie(Generic[_S]):
     """An index from topic filters to subscribers, answering which subscribers a topic reaches.
 
-    A subscriber is any hashable object (the broker uses connection objects); each
-    (filter, subscriber) pair carries a qos.
+    A subscriber is any hashable object (the broker uses its ``Subscriber`` objects); each
+    (filter, subscriber) pair carries a qos. The class is generic in the subscriber type for
+    type checkers (``TopicTrie[Subscriber]``); at run time any hashable object is accepted.
     """
 
     __slots__ = ("_count", "_root", "_wildcards")
 
     def __init__(self) -> None:
         """Create an empty trie."""
-        self._root = _Node()
+        self._root: _Node[_S] = _Node()
         self._count = 0
         self._wildcards = 0
 
-    def subscribe(self, topic_filter: str, subscriber: object, qos: int = 1) -> bool:
+    def subscribe(self, topic_filter: str, subscriber: _S, qos: int = 1) -> bool:
         """Add the pair (topic_filter, subscriber), or replace its qos if it exists.
 
         Args:
@@ -116,7 +120,7 @@ class TopicTrie:
                 self._wildcards += 1
         return is_new
 
-    def unsubscribe(self, topic_filter: str, subscriber: object) -> bool:
+    def unsubscribe(self, topic_filter: str, subscriber: _S) -> bool:
         """Remove the pair (topic_filter, subscriber) and prune the nodes it leaves empty.
 
         Args:
@@ -127,7 +131,7 @@ class TopicTrie:
             True if the pair was removed, False if it was absent.
         """
         node = self._root
-        path: list[tuple[_Node, str]] = []
+        path: list[tuple[_Node[_S], str]] = []
         wildcard = False
         for level in topic_filter.split(_SEP):
             if level == _PLUS:
@@ -160,7 +164,7 @@ class TopicTrie:
             node = parent
         return True
 
-    def match(self, topic: str) -> dict[object, int]:
+    def match(self, topic: str) -> dict[_S, int]:
         """Find every subscriber with at least one filter matching a topic.
 
         Args:
@@ -179,12 +183,12 @@ class TopicTrie:
                     return {}
                 node = child
             return dict(node.subs)
-        result: dict[object, int] = {}
+        result: dict[_S, int] = {}
         # §4.7.2: a leading wildcard never matches a topic whose first level starts with "$".
         wild = not levels[0].startswith("$")
         nodes = [self._root]
         for level in levels:
-            found: list[_Node] = []
+            found: list[_Node[_S]] = []
             for node in nodes:
                 if wild:
                     if node.hash is not None and node.hash.subs:
@@ -227,7 +231,7 @@ class TopicTrie:
         wild = not levels[0].startswith("$")
         nodes = [self._root]
         for level in levels:
-            found: list[_Node] = []
+            found: list[_Node[_S]] = []
             for node in nodes:
                 if wild:
                     if node.hash is not None and node.hash.subs:
@@ -241,10 +245,7 @@ class TopicTrie:
                 return False
             nodes = found
             wild = True
-        for node in nodes:
-            if node.subs or (node.hash is not None and node.hash.subs):
-                return True
-        return False
+        return any(node.subs or (node.hash is not None and node.hash.subs) for node in nodes)
 
     def __len__(self) -> int:
         """Return the number of (filter, subscriber) pairs."""

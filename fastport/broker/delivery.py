@@ -369,7 +369,7 @@ class Delivery:
         """Arm ``subscriber``'s retry timer for ``due_ms``; returns its handle."""
         return self._scheduler.call_at(due_ms, self._retry_due, subscriber)
 
-    def resend(self, subscriber: Subscriber, entry: Inflight, now_ms: int) -> None:
+    def resend(self, subscriber: Subscriber, entry: Inflight[Message], now_ms: int) -> None:
         """Send a held entry again as its next redelivery (``"retry": k``) and move it to the back, due in one interval."""
         message = entry.message
         entry.attempts += 1

@@ -20,7 +20,7 @@ class SubscriberIndex:
     __slots__ = ("_trie",)
 
     def __init__(self) -> None:
-        self._trie: TopicTrie | None = None
+        self._trie: TopicTrie[Subscriber] | None = None
 
     def __len__(self) -> int:
         return 0 if self._trie is None else len(self._trie)
@@ -44,4 +44,4 @@ class SubscriberIndex:
         """Every subscriber of ``topic`` (by exact filter or wildcard) -> its highest matching QoS."""
         if self._trie is None:
             return {}
-        return self._trie.match(topic)  # type: ignore[return-value]
+        return self._trie.match(topic)

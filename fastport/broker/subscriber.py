@@ -49,7 +49,7 @@ class Subscriber:
         self.durable = durable
         self.connection: Connection | None = None
         self.filters: dict[str, int] = {}
-        self.inflight: dict[str, Inflight] = {}
+        self.inflight: dict[str, Inflight[Message]] = {}
         self.queue: deque[Message] | None = None
         self.queued_bytes = 0
         self.dropped_offline = 0

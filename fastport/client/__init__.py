@@ -21,7 +21,7 @@ from fastport.client.errors import (
     RequestRefused,
     SessionEnded,
 )
-from fastport.client.events import ClientStats, ConnectionState, Message, PublishResult
+from fastport.client.values import ClientStats, ConnectionState, Message, PublishResult
 
 __all__ = [
     "AckTimeout",

@@ -1,6 +1,6 @@
 """The asyncio fastport client: publish and subscribe over one WebSocket, with end-to-end envelopes.
 
-Lifetimes and rules (``shared/spec/PROTOCOL.md`` §3 for the frames):
+Lifetimes and rules (``docs/protocol.md`` §3 for the frames):
 
 * One connection at a time. When it is lost the client reconnects with backoff
   (``ReconnectPolicy``), sends ``init`` again, resubscribes every topic filter and re-sends
@@ -28,7 +28,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, Self, cast
 
 import orjson
 from picows import (
@@ -43,7 +43,6 @@ from picows import (
 
 from fastport.client.backoff import ReconnectPolicy
 from fastport.client.crypto import EnvelopeCipher, EnvelopeVersion
-from fastport.client.dedup import DEFAULT_CAPACITY, SeenIds
 from fastport.client.errors import (
     AckTimeout,
     ConnectionClosed,
@@ -54,7 +53,8 @@ from fastport.client.errors import (
     SessionEnded,
     wire_code,
 )
-from fastport.client.events import ClientStats, ConnectionState, Message, PublishResult
+from fastport.client.seen_ids import DEFAULT_CAPACITY, SeenIds
+from fastport.client.values import ClientStats, ConnectionState, Message, PublishResult
 from fastport.errors import CloseCode, ConfigError
 from fastport.protocol.topics import filter_matches, validate_filter, validate_topic
 
@@ -340,7 +340,7 @@ class Client:
             raise
         self._supervisor = loop.create_task(self._supervise(listener))
 
-    async def __aenter__(self) -> Client:
+    async def __aenter__(self) -> Self:
         await self.init()
         return self
 

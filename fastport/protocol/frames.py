@@ -1,4 +1,4 @@
-"""Typed frames of the fastPort JSON wire protocol (``shared/spec/PROTOCOL.md`` §3).
+"""Typed frames of the fastPort JSON wire protocol (``docs/protocol.md`` §3, WebSocket frames).
 
 Client-to-server frames are frozen, slotted dataclasses produced by ``codec.decode``.
 Server-to-client frames are built as bytes by ``codec`` directly: they are encoded
@@ -8,7 +8,7 @@ once and written many times, so no object is made for them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Union
+from typing import Final
 
 #: ``type`` strings of client frames.
 INIT: Final = "init"
@@ -111,4 +111,4 @@ class Disconnect:
     """A clean goodbye: the connection's last will is not published."""
 
 
-ClientFrame = Union[Init, Subscribe, Unsubscribe, Publish, Ack, FileControl, Disconnect]
+ClientFrame = Init | Subscribe | Unsubscribe | Publish | Ack | FileControl | Disconnect

@@ -62,7 +62,7 @@ class AdminAuth:
 
     def __init__(self, token: str, user: str | None = None, password: str | None = None) -> None:
         self._token = token.encode("utf-8")
-        self._basic = None if user is None or password is None else f"{user}:{password}".encode("utf-8")
+        self._basic = None if user is None or password is None else f"{user}:{password}".encode()
 
     def check(self, authorization: str | None) -> None:
         """Accept or refuse an admin request.

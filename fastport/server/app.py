@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import signal
 from typing import Final
@@ -68,8 +67,7 @@ class FastportServer:
         admin = AdminAuth(token, config.admin_user, config.admin_pass)
         journal: Journal = SqliteJournal(SqliteStore.open(config.store), loop.time) if config.store else NullJournal()
         cluster: ClusterLink = RedisEngine(config.engine, config.engine_prefix) if config.engine else NullClusterLink()
-        limits = dataclasses.replace(config.limits, init_timeout_s=config.init_timeout_s)
-        broker = Broker(loop, limits, journal, cluster)
+        broker = Broker(loop, config.limits, journal, cluster)
         report = restore(broker, journal.load())
         if config.store:
             logger.info(

@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 from clienttools import KEY, WAIT_S, eventually, make_client
-from conftest import ClientFactory, SessionFactory
-from fastport_client_helpers import http
+from fastport_client_helpers import ClientFactory, SessionFactory, http
 
 from fastport.client import (
     Client,

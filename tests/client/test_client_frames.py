@@ -57,12 +57,11 @@ async def test_init_reads_resumed() -> None:
 
 
 async def test_publish_frame_fields_for_qos_and_retain() -> None:
-    async with fake_broker() as broker:
-        async with client_for(broker) as client:
-            result = await client.emit("a/b", "x")
-            _, default = await broker.next_frame("publish")
-            await client.emit("a/b", "x", qos=0, retain=True)
-            _, flagged = await broker.next_frame("publish")
+    async with fake_broker() as broker, client_for(broker) as client:
+        result = await client.emit("a/b", "x")
+        _, default = await broker.next_frame("publish")
+        await client.emit("a/b", "x", qos=0, retain=True)
+        _, flagged = await broker.next_frame("publish")
     assert set(default) == {"type", "topic", "data", "hash", "timestamp", "messageId"}
     assert default["messageId"] == result.message_id and result.delivered_to == 0
     assert isinstance(default["timestamp"], int) and default["data"].startswith("v2.")
@@ -70,21 +69,19 @@ async def test_publish_frame_fields_for_qos_and_retain() -> None:
 
 
 async def test_v2_envelope_binds_session_topic_and_message_id() -> None:
-    async with fake_broker() as broker:
-        async with client_for(broker) as client:
-            await client.emit("a/b", "secret")
-            _, frame = await broker.next_frame("publish")
+    async with fake_broker() as broker, client_for(broker) as client:
+        await client.emit("a/b", "secret")
+        _, frame = await broker.next_frame("publish")
     opened = EnvelopeCipher(KEY, "sess").open(frame["data"], frame["hash"], topic="a/b", message_id=frame["messageId"])
     assert opened == "secret"
 
 
 async def test_subscribe_frame_sends_qos_only_when_not_1() -> None:
-    async with fake_broker() as broker:
-        async with client_for(broker) as client:
-            await client.get("a/+", lambda payload, ts: None)
-            _, plain = await broker.next_frame("subscribe")
-            await client.subscribe("b/#", qos=0).ready()
-            _, zero = await broker.next_frame("subscribe")
+    async with fake_broker() as broker, client_for(broker) as client:
+        await client.get("a/+", lambda payload, ts: None)
+        _, plain = await broker.next_frame("subscribe")
+        await client.subscribe("b/#", qos=0).ready()
+        _, zero = await broker.next_frame("subscribe")
     assert plain == {"type": "subscribe", "topic": "a/+"}
     assert zero == {"type": "subscribe", "topic": "b/#", "qos": 0}
 
@@ -178,14 +175,13 @@ async def test_session_close_codes_stop_reconnecting(code: int) -> None:
 
 async def test_other_close_codes_reconnect_and_resubscribe() -> None:
     states: list[ConnectionState] = []
-    async with fake_broker() as broker:
-        async with client_for(broker, on_state=states.append) as client:
-            await client.subscribe("x/#").ready()
-            broker.close(1001)
-            number, frame = await broker.next_frame("subscribe")
-            number, frame = await broker.next_frame("subscribe")
-            assert number == 2 and frame["topic"] == "x/#"
-            await eventually(lambda: client.state is ConnectionState.CONNECTED and client.stats.reconnects == 1)
+    async with fake_broker() as broker, client_for(broker, on_state=states.append) as client:
+        await client.subscribe("x/#").ready()
+        broker.close(1001)
+        number, frame = await broker.next_frame("subscribe")
+        number, frame = await broker.next_frame("subscribe")
+        assert number == 2 and frame["topic"] == "x/#"
+        await eventually(lambda: client.state is ConnectionState.CONNECTED and client.stats.reconnects == 1)
     assert states[:4] == [
         ConnectionState.CONNECTING,
         ConnectionState.CONNECTED,
@@ -216,12 +212,11 @@ async def test_argument_checks() -> None:
         Client("ws://x", "s", "p", "short")
     with pytest.raises(ConfigError):
         Client("ws://x", "s", "p", KEY, durable=True)
-    async with fake_broker() as broker:
-        async with client_for(broker) as client:
-            with pytest.raises(InvalidTopic):
-                await client.emit("a/+", "x")
-            with pytest.raises(InvalidTopic):
-                client.subscribe("a/#/b")
+    async with fake_broker() as broker, client_for(broker) as client:
+        with pytest.raises(InvalidTopic):
+            await client.emit("a/+", "x")
+        with pytest.raises(InvalidTopic):
+            client.subscribe("a/#/b")
 
 
 async def test_received_messages_are_acked_deduplicated_and_checked() -> None:
@@ -239,25 +234,24 @@ async def test_received_messages_are_acked_deduplicated_and_checked() -> None:
             **extra,
         }
 
-    async with fake_broker() as broker:
-        async with client_for(broker) as client:
-            subscription = client.subscribe("t/#")
-            await subscription.ready()
-            broker.send(message("t/1", "m1", retry=2))
-            received = await asyncio.wait_for(subscription.__anext__(), 5)
-            assert (received.topic, received.payload, received.retry) == ("t/1", "hi", 2)
-            _, ack = await broker.next_frame("ack")
-            assert ack == {"type": "ack", "topic": "t/1", "messageId": "m1"}
-            broker.send(message("t/1", "m1", retry=3))  # a redelivery: acked again, not delivered
-            _, ack = await broker.next_frame("ack")
-            assert ack["messageId"] == "m1"
-            broker.send(message("t/2", "m2", sealed_for="t/other"))  # replayed onto another topic
-            broker.send({"type": "message", "topic": "t/3", "data": 42, "messageId": "m3"})  # malformed
-            broker.send(message("t/4", "m4", qos=0))  # QoS 0: delivered, never acked
-            assert (await asyncio.wait_for(subscription.__anext__(), 5)).message_id == "m4"
-            broker.send({"type": "brand_new"})  # unknown frames are ignored
-            await eventually(lambda: client.stats.received == 5)
-            await asyncio.sleep(0.05)
+    async with fake_broker() as broker, client_for(broker) as client:
+        subscription = client.subscribe("t/#")
+        await subscription.ready()
+        broker.send(message("t/1", "m1", retry=2))
+        received = await asyncio.wait_for(subscription.__anext__(), 5)
+        assert (received.topic, received.payload, received.retry) == ("t/1", "hi", 2)
+        _, ack = await broker.next_frame("ack")
+        assert ack == {"type": "ack", "topic": "t/1", "messageId": "m1"}
+        broker.send(message("t/1", "m1", retry=3))  # a redelivery: acked again, not delivered
+        _, ack = await broker.next_frame("ack")
+        assert ack["messageId"] == "m1"
+        broker.send(message("t/2", "m2", sealed_for="t/other"))  # replayed onto another topic
+        broker.send({"type": "message", "topic": "t/3", "data": 42, "messageId": "m3"})  # malformed
+        broker.send(message("t/4", "m4", qos=0))  # QoS 0: delivered, never acked
+        assert (await asyncio.wait_for(subscription.__anext__(), 5)).message_id == "m4"
+        broker.send({"type": "brand_new"})  # unknown frames are ignored
+        await eventually(lambda: client.stats.received == 5)
+        await asyncio.sleep(0.05)
     later = [broker.frames.get_nowait()[1]["type"] for _ in range(broker.frames.qsize())]
     assert "ack" not in later
     stats = client.stats

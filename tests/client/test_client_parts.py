@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastport.client.backoff import ReconnectPolicy
-from fastport.client.dedup import SeenIds
+from fastport.client.seen_ids import SeenIds
 from fastport.protocol.topics import filter_matches
 
 
@@ -35,17 +35,17 @@ def test_backoff_attempt_budget() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "reason"),
     [
-        {"initial_delay_s": -1},
-        {"initial_delay_s": 5, "max_delay_s": 1},
-        {"multiplier": 0.5},
-        {"jitter": 1.5},
-        {"max_attempts": -1},
+        ({"initial_delay_s": -1}, "initial_delay_s"),
+        ({"initial_delay_s": 5, "max_delay_s": 1}, "initial_delay_s <= max_delay_s"),
+        ({"multiplier": 0.5}, "multiplier"),
+        ({"jitter": 1.5}, "jitter"),
+        ({"max_attempts": -1}, "max_attempts"),
     ],
 )
-def test_backoff_rejects_bad_settings(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
+def test_backoff_rejects_bad_settings(kwargs: dict[str, float], reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
         ReconnectPolicy(**kwargs)  # type: ignore[arg-type]
 
 
@@ -79,5 +79,5 @@ def test_seen_ids_evict_the_least_recently_seen() -> None:
     seen.add("d")
     assert len(seen) == 3
     assert not seen.seen("b") and seen.seen("a") and seen.seen("c") and seen.seen("d")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="capacity"):
         SeenIds(capacity=0)

@@ -27,7 +27,7 @@ from fastport.client.errors import (
     EnvelopeHashMismatch,
 )
 
-# A copy of shared/spec/envelope-v1-vectors.json (made with Node's built-in crypto module).
+# The v1 test vectors of docs/envelope.md, made with Node's built-in crypto module.
 VECTORS_PATH = Path(__file__).parent / "envelope-v1-vectors.json"
 VECTORS: list[dict[str, Any]] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))["vectors"]
 V1_SHAPE = re.compile(r"^[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$")

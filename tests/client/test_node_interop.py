@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from clienttools import KEY, make_client
-from conftest import SessionFactory
+from fastport_client_helpers import SessionFactory
 
 from fastport.server.app import FastportServer
 

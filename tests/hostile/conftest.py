@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, ClientFactory, SessionFactory
-from hostile_helpers import Bystander, RawWS
 
 from fastport.config import ServerConfig
 from fastport.server.app import FastportServer
 
-RawFactory = Callable[..., Awaitable[RawWS]]
+from .hostile_helpers import Bystander, RawFactory, RawWS
 
 
 @pytest.fixture

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import struct
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastport_client_helpers import TIMEOUT_S, WSClient
@@ -129,7 +131,7 @@ class RawWS:
     async def expect_close(self, timeout: float = TIMEOUT_S) -> int | None:
         """Read until the server's close frame; returns its code (None: no code), then expects EOF."""
         while True:
-            fin, opcode, payload = await self.read_frame(timeout)
+            _, opcode, payload = await self.read_frame(timeout)
             if opcode == OP_CLOSE:
                 break
         code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
@@ -148,17 +150,19 @@ class RawWS:
     async def expect_silence(self, seconds: float = 0.3) -> None:
         try:
             frame = await asyncio.wait_for(self.read_frame(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
         raise AssertionError(f"unexpected frame: {frame!r}")
 
     async def close(self) -> None:
         if not self.writer.is_closing():
             self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
+
+
+RawFactory = Callable[..., Awaitable[RawWS]]
+"""The ``raw`` fixture: opens a ``RawWS`` with ``RawWS.open``'s keyword options."""
 
 
 class Bystander:

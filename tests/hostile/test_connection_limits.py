@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import RawFactory
-from hostile_helpers import OP_PING, Bystander, RawWS
 
+from fastport.config import BrokerLimits
 from fastport.errors import CloseCode
 from fastport.server.app import FastportServer
 
+from .hostile_helpers import OP_PING, Bystander, RawFactory, RawWS
 
-@pytest.mark.parametrize("server_settings", [{"init_timeout_s": 0.4}])
+
+@pytest.mark.parametrize("server_settings", [{"limits": BrokerLimits(init_timeout_s=0.4)}])
 async def test_no_init_within_the_init_timeout_closes_4003(
     server: FastportServer, raw: RawFactory, bystander: Bystander
 ) -> None:

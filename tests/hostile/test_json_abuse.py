@@ -7,10 +7,11 @@ from typing import Any
 import orjson
 import pytest
 from fastport_client_helpers import ClientFactory, WSClient
-from hostile_helpers import Bystander
 
 from fastport.errors import CloseCode, ErrorCode
 from fastport.server.app import FastportServer
+
+from .hostile_helpers import Bystander
 
 
 async def _still_usable(client: WSClient) -> None:
@@ -93,7 +94,7 @@ async def test_empty_object_and_unknown_types_get_1003(
     await bystander.check()
 
 
-VALID = {
+VALID: dict[str, dict[str, Any]] = {
     "init": {"type": "init", "sessionName": "attacker", "password": "attacker-password", "userId": "u"},
     "subscribe": {"type": "subscribe", "topic": "t"},
     "unsubscribe": {"type": "unsubscribe", "topic": "t"},

@@ -7,10 +7,11 @@ from typing import Any
 
 import orjson
 from fastport_client_helpers import ClientFactory, SessionFactory
-from hostile_helpers import Bystander
 from picows import WSMsgType
 
 from fastport.errors import ErrorCode
+
+from .hostile_helpers import Bystander
 
 NOT_INITIALIZED = {"type": "error", "error": "Not initialized", "code": ErrorCode.NOT_INITIALIZED}
 

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 from fastport_client_helpers import http, parse_response
-from hostile_helpers import Bystander
 
 from fastport.errors import ErrorCode
 from fastport.server.app import FastportServer
+
+from .hostile_helpers import Bystander
 
 
 async def _raw(port: int, data: bytes) -> bytes:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import RawFactory
-from hostile_helpers import (
+
+from fastport.errors import CloseCode, ErrorCode
+from fastport.server.app import FastportServer
+
+from .hostile_helpers import (
     OP_BINARY,
     OP_CLOSE,
     OP_CONT,
@@ -14,13 +17,11 @@ from hostile_helpers import (
     OP_PONG,
     OP_TEXT,
     Bystander,
+    RawFactory,
     build_frame,
     close_payload,
     upgrade_request,
 )
-
-from fastport.errors import CloseCode, ErrorCode
-from fastport.server.app import FastportServer
 
 SUBSCRIBE = b'{"type":"subscribe","topic":"t"}'
 NOT_INITIALIZED = {"type": "error", "error": "Not initialized", "code": ErrorCode.NOT_INITIALIZED}

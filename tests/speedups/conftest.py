@@ -13,7 +13,7 @@ from types import ModuleType, SimpleNamespace
 import pytest
 
 NO_EXTENSIONS = bool(os.environ.get("FASTPORT_NO_EXTENSIONS"))
-MODULES = ("trie", "timerwheel", "fanout", "listener")
+MODULES = ("trie", "timerwheel", "outbox", "fanout", "listener")
 
 
 def load_twin(suffix: str) -> SimpleNamespace:

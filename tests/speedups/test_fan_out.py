@@ -1,4 +1,4 @@
-"""``fan_out`` and ``Inflight``, on both twins, against the rules in ``fastport._speedups.fanout_py``."""
+"""``send_now``, ``track``, ``fan_out`` and ``Inflight`` on both twins, against ``fastport._speedups.fanout_py``."""
 
 from __future__ import annotations
 
@@ -131,6 +131,14 @@ def test_skips_the_publisher_entirely(speedups: SimpleNamespace) -> None:
     assert publisher_side.connection.sink.sent == [] and arm.calls == []
 
 
+def test_a_released_message_is_refused(speedups: SimpleNamespace) -> None:
+    released = SimpleNamespace(frame=None, message_id=MESSAGE_ID)
+    target = Target()
+    with pytest.raises(TypeError, match=r"message\.frame is None"):
+        speedups.fan_out({target: 1}, released, None, DUE, 4, False, Arm())
+    assert target.inflight == {}
+
+
 def test_no_targets(speedups: SimpleNamespace) -> None:
     assert run(speedups, {})[:2] == (0, None)
 
@@ -141,6 +149,77 @@ def test_accepts_any_mapping(speedups: SimpleNamespace) -> None:
 
     target = Target()
     assert run(speedups, Matches({target: 1}))[:2] == (1, None)
+
+
+@pytest.mark.parametrize(
+    ("target", "window", "expected"),
+    [
+        (Target(), 1, True),
+        (Target(held=3), 4, True),
+        (Target(durable=True, armed=True), 1, True),
+        (Target(online=False), 4, False),
+        (Target(queued=1), 4, False),
+        (Target(paused=True), 4, False),
+        (Target(held=4), 4, False),
+        (Target(), 0, False),
+    ],
+)
+def test_send_now(speedups: SimpleNamespace, target: Target, window: int, expected: bool) -> None:
+    assert speedups.send_now(target, window) is expected
+
+
+def test_send_now_reads_an_empty_queue_as_nothing_queued(speedups: SimpleNamespace) -> None:
+    target = Target()
+    target.queue = []
+    assert speedups.send_now(target, 1) is True
+
+
+def test_track_appends_an_entry_and_arms_an_idle_subscriber(speedups: SimpleNamespace) -> None:
+    target, arm, msg = Target(held=1), Arm(), message()
+    entry = speedups.track(target, msg, 2, DUE, arm)
+    assert isinstance(entry, speedups.Inflight)
+    assert (entry.message, entry.attempts, entry.due_ms) == (msg, 2, DUE)
+    assert list(target.inflight.items()) == [("old-0", None), (MESSAGE_ID, entry)], "the new entry goes last"
+    assert arm.calls == [(DUE, target)]
+    assert target.retry_handle == 101
+
+
+def test_track_leaves_an_armed_timer_alone(speedups: SimpleNamespace) -> None:
+    target, arm = Target(armed=True), Arm()
+    speedups.track(target, message(), 0, DUE, arm)
+    assert arm.calls == []
+    assert target.retry_handle == 7
+
+
+def test_track_without_arm_records_only(speedups: SimpleNamespace) -> None:
+    target = Target(online=False)
+    entry = speedups.track(target, message(), 1, DUE, None)
+    assert target.inflight == {MESSAGE_ID: entry}
+    assert target.retry_handle is None, "an offline subscriber is armed by its resume"
+
+
+@pytest.mark.compiled
+@pytest.mark.parametrize(("fan_out_twin", "outbox_twin"), [(0, 1), (1, 0)])
+def test_any_fan_out_twin_drives_any_outbox_twin(
+    twins: tuple[SimpleNamespace, SimpleNamespace], fan_out_twin: int, outbox_twin: int
+) -> None:
+    """The switch may pair a compiled fan-out with a Python outbox and back: sends are ordinary calls."""
+    frames = []
+    for fan_out, outbox in ((twins[0], twins[0]), (twins[fan_out_twin], twins[outbox_twin])):
+        written: list[bytes] = []
+        ready: list[Any] = []
+        flusher = outbox.Flusher(ready.append)
+        targets = {}
+        for _ in range(3):
+            target = Target()
+            target.connection = SimpleNamespace(
+                sink=SimpleNamespace(paused=False, send=outbox.Outbox(written.append, flusher).text)
+            )
+            targets[target] = 1
+        assert fan_out.fan_out(targets, message(), None, DUE, 4, False, Arm()) == (3, None)
+        flusher.flush()
+        frames.append(written)
+    assert frames[1] == frames[0] == [bytes((0x81, len(FRAME))) + FRAME] * 3
 
 
 def test_inflight_fields_are_writable(speedups: SimpleNamespace) -> None:
@@ -198,6 +277,31 @@ def outcome(targets: dict[Target, int], result: tuple[int, Any], arm: Arm) -> tu
             for t in order
         ],
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(states=TARGET_STATES, window=st.integers(1, 6), durable_aside=st.booleans(), skip=st.integers(-1, 11))
+def test_fan_out_sends_where_send_now_allows(
+    speedups: SimpleNamespace, states: list[tuple[Any, ...]], window: int, durable_aside: bool, skip: int
+) -> None:
+    """fan_out's per-target checks beyond ``send_now`` are QoS 0, the publisher, durable_aside and a held id."""
+    targets = build(states)
+    order = list(targets)
+    publisher = order[skip].connection if 0 <= skip < len(order) else None
+    expected = [
+        target
+        for target, qos in targets.items()
+        if qos
+        and target.connection is not publisher
+        and not (durable_aside and target.durable)
+        and MESSAGE_ID not in target.inflight
+        and speedups.send_now(target, window)
+    ]
+    skipped = [target for target in order if publisher is not None and target.connection is publisher]
+    sent, rest = speedups.fan_out(targets, message(), publisher, DUE, window, durable_aside, Arm())
+    assert sent == len(expected)
+    assert [target for target in order if target.connection is not None and target.connection.sink.sent] == expected
+    assert [target for target, _ in rest or ()] == [t for t in order if t not in expected and t not in skipped]
 
 
 @pytest.mark.compiled

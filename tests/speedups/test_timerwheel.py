@@ -225,10 +225,7 @@ def run_wheel_ops(wheel: object, now: int, ops: list[tuple[str, int]]) -> list[o
                 assert bound <= earliest or earliest <= now
             else:
                 assert bound is None
-            if kind == "next":
-                target = now if bound is None else bound
-            else:
-                target = now + value
+            target = (now if bound is None else bound) if kind == "next" else now + value
             answer = wheel.advance(target)
             now = max(now, target)
             expected = []

@@ -204,6 +204,14 @@ def test_subscribers_are_any_hashable(trie: object) -> None:
     assert trie.match("a") == {conn: 2, ("tuple", 1): 0, 7: 1}
 
 
+def test_generic_in_the_subscriber_type(speedups: SimpleNamespace) -> None:
+    """``TopicTrie[Subscriber]`` is for type checkers; at run time it makes the same trie."""
+    trie = speedups.TopicTrie[str]()
+    assert type(trie) is speedups.TopicTrie
+    trie.subscribe("a", "alice")
+    assert trie.match("a") == {"alice": 1}
+
+
 def test_empty_trie(trie: object) -> None:
     assert len(trie) == 0
     assert trie.node_count() == 0

@@ -8,7 +8,6 @@ non-zero exit status (2 for bad settings, 1 for a refused or failed operation).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import os
 import secrets

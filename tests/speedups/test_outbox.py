@@ -1,4 +1,4 @@
-"""Outbox and Flusher behaviour, on both twins, against the rules in ``fastport._speedups.fanout_py``."""
+"""Outbox and Flusher behaviour, on both twins, against the rules in ``fastport._speedups.outbox_py``."""
 
 from __future__ import annotations
 
