@@ -1,9 +1,9 @@
 """Prometheus metrics, read from the broker's own counters at scrape time.
 
-Nothing here runs on the hot path: the broker and its delivery already count what
-they do in plain integer attributes (``fastport.broker.stats``, which also names the metric of
-each), and ``BrokerCollector.collect`` reads them when ``GET /metrics`` is scraped. The server layer (front, REST API, WebSocket listener)
-counts the events only it sees (authentication failures, limit hits, HTTP statuses)
+Nothing here runs on the hot path: the broker and its delivery already count what they do in
+plain integer attributes (``fastport.broker.stats``, which also names the metric of each), and
+``BrokerCollector.collect`` reads them when ``GET /metrics`` is scraped. The server layer (front,
+REST API, WebSocket listener) counts the events only it sees (authentication failures, limit hits, HTTP statuses)
 in a ``ServerCounters``, on error paths only. Labels are bounded: no session,
 connection or topic is ever a label value. ``docs/metrics.md`` lists every metric.
 """

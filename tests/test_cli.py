@@ -21,7 +21,12 @@ FASTPORT = [sys.executable, "-m", "fastport"]
 
 def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*FASTPORT, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+        [*FASTPORT, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
     )
 
 
@@ -81,7 +86,7 @@ def broker_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int,
 
 
 def test_serve_and_session_commands_end_to_end(broker_process: tuple[subprocess.Popen[str], int, Path]) -> None:
-    process, port, data_dir = broker_process
+    _, port, data_dir = broker_process
     token_file = data_dir / "admin-token"
     assert token_file.stat().st_mode & 0o777 == 0o600
     url = f"http://127.0.0.1:{port}"

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 from typing import cast
 
 from fastport.broker.dedupe import DEDUPE_CAPACITY, DedupeWindow
-from fastport.broker.delivery import Message
+from fastport.broker.message import Message
 
 
 def message(message_id: str, until_ms: int) -> Message:

@@ -370,7 +370,10 @@ class Delivery:
         return self._scheduler.call_at(due_ms, self._retry_due, subscriber)
 
     def resend(self, subscriber: Subscriber, entry: Inflight[Message], now_ms: int) -> None:
-        """Send a held entry again as its next redelivery (``"retry": k``) and move it to the back, due in one interval."""
+        """Send a held entry again as its next redelivery (``"retry": k``), due again in one interval.
+
+        The entry goes to the back of the subscriber's ``inflight`` (the map stays in retry order).
+        """
         message = entry.message
         entry.attempts += 1
         connection = subscriber.connection

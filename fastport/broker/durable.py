@@ -211,8 +211,15 @@ class Subscribers:
             assert publish is not None
             exported.append(
                 HeldMessage(
-                    message.message_id, message.topic, publish.data, publish.hash, message.timestamp,
-                    message.qos, attempts, sent, message.origin,
+                    message.message_id,
+                    message.topic,
+                    publish.data,
+                    publish.hash,
+                    message.timestamp,
+                    message.qos,
+                    attempts,
+                    sent,
+                    message.origin,
                 )
             )
         return DurableState(dict(subscriber.filters), exported)
@@ -227,8 +234,12 @@ class Subscribers:
                 message = known  # it was published or forwarded here too: share its bookkeeping
             else:
                 publish = Publish(
-                    topic=item.topic, data=item.data, message_id=item.message_id, hash=item.hash,
-                    timestamp=item.timestamp, qos=item.qos,
+                    topic=item.topic,
+                    data=item.data,
+                    message_id=item.message_id,
+                    hash=item.hash,
+                    timestamp=item.timestamp,
+                    qos=item.qos,
                 )
                 session.seq += 1
                 message = Message(session, publish, item.timestamp, session.seq, None, now)

@@ -35,7 +35,7 @@ class LatencyHistogram:
         """(``le`` in seconds, cumulative count) pairs, ending with ``+Inf``."""
         buckets = []
         running = 0
-        for bound, count in zip((*BOUNDS_MS, None), self.counts):
+        for bound, count in zip((*BOUNDS_MS, None), self.counts, strict=True):
             running += count
             buckets.append(("+Inf" if bound is None else f"{bound / 1000:g}", running))
         return buckets

@@ -124,7 +124,9 @@ class Journal(Protocol):
     def session_dropped(self, name: str) -> None:
         """A session and everything of it are gone."""
 
-    def durable_saved(self, session_name: str, client_id: str, filters: dict[str, int], offline_since: int | None) -> None:
+    def durable_saved(
+        self, session_name: str, client_id: str, filters: dict[str, int], offline_since: int | None
+    ) -> None:
         """A durable client's filters, and since when it is offline (wall ms; None: online)."""
 
     def durable_forgotten(self, session_name: str, client_id: str) -> None:
@@ -181,7 +183,9 @@ class NullJournal:
     def session_dropped(self, name: str) -> None:
         """Nothing to record."""
 
-    def durable_saved(self, session_name: str, client_id: str, filters: dict[str, int], offline_since: int | None) -> None:
+    def durable_saved(
+        self, session_name: str, client_id: str, filters: dict[str, int], offline_since: int | None
+    ) -> None:
         """Nothing to record."""
 
     def durable_forgotten(self, session_name: str, client_id: str) -> None:

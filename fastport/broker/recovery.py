@@ -58,8 +58,12 @@ def restore(broker: Broker, snapshot: Snapshot) -> RestoreReport:
             continue
         session.seq = max(session.seq, row.seq)
         publish = Publish(
-            topic=row.topic, data=row.data or "", message_id=row.message_id, hash=row.hash,
-            timestamp=row.timestamp, qos=row.qos,
+            topic=row.topic,
+            data=row.data or "",
+            message_id=row.message_id,
+            hash=row.hash,
+            timestamp=row.timestamp,
+            qos=row.qos,
         )
         message = Message(session, publish, row.timestamp or 0, row.seq, None, now_mono)
         message.expires_at_ms = None if row.expires_at is None else to_mono(row.expires_at)
@@ -72,7 +76,9 @@ def restore(broker: Broker, snapshot: Snapshot) -> RestoreReport:
         else:
             held[(row.session, row.message_id)] = message
 
-    durable_keys = {(durable.session, durable.client_id) for durable in snapshot.durables if durable.session in sessions}
+    durable_keys = {
+        (durable.session, durable.client_id) for durable in snapshot.durables if durable.session in sessions
+    }
     per_client: dict[tuple[str, str], list[tuple[Message, int, bool]]] = defaultdict(list)
     for target in snapshot.targets:
         key = (target.session, target.client_id)
@@ -106,8 +112,13 @@ def restore(broker: Broker, snapshot: Snapshot) -> RestoreReport:
             continue
         session.retained[kept.topic] = (
             Publish(
-                topic=kept.topic, data=kept.data, message_id=kept.message_id, hash=kept.hash,
-                timestamp=kept.timestamp, qos=kept.qos, retain=True,
+                topic=kept.topic,
+                data=kept.data,
+                message_id=kept.message_id,
+                hash=kept.hash,
+                timestamp=kept.timestamp,
+                qos=kept.qos,
+                retain=True,
             ),
             kept.timestamp,
         )

@@ -62,4 +62,3 @@ class Subscriber:
             f"<Subscriber client_id={self.client_id!r} durable={self.durable} online={self.connection is not None}"
             f" inflight={len(self.inflight)} queued={len(self.queue or ())}>"
         )
-

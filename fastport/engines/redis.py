@@ -35,6 +35,7 @@ gone), the client starts fresh (``"resumed": false``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections import deque
@@ -126,10 +127,9 @@ class RedisEngine:
         for task in [*self._tasks, *self._background]:
             task.cancel()
         for task in [*self._tasks, *self._background]:
-            try:
+            # A task's own failure was logged where it happened; closing must go on.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            except (asyncio.CancelledError, Exception):
-                pass
         await self._redis.aclose()
 
     def _outage(self, what: str, exc: BaseException) -> None:
@@ -240,10 +240,8 @@ class RedisEngine:
                 await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
                 attempt += 1
             finally:
-                try:
+                with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis leaves PubSub.aclose unannotated
-                except (RedisError, OSError):
-                    pass
 
     def _dispatch(self, channel: bytes, data: bytes) -> None:
         handler = self._handler

@@ -183,8 +183,18 @@ class SqliteStore:
             session, message_id, seq, topic, data, hash_, timestamp, qos, expires_at, dedupe_until = row[:10]
             snapshot.messages.append(
                 MessageRecord(
-                    session, message_id, seq, topic, data, hash_, orjson.loads(timestamp), qos, expires_at,
-                    dedupe_until, row[10], bool(row[11]),
+                    session,
+                    message_id,
+                    seq,
+                    topic,
+                    data,
+                    hash_,
+                    orjson.loads(timestamp),
+                    qos,
+                    expires_at,
+                    dedupe_until,
+                    row[10],
+                    bool(row[11]),
                 )
             )
         for session, client_id, message_id, attempts, sent in db.execute(
@@ -425,7 +435,9 @@ class SqliteJournal:
         """Delete a session and everything of it."""
         self.store.delete_session(name)
 
-    def durable_saved(self, session_name: str, client_id: str, filters: dict[str, int], offline_since: int | None) -> None:
+    def durable_saved(
+        self, session_name: str, client_id: str, filters: dict[str, int], offline_since: int | None
+    ) -> None:
         """Write a durable client's filters and offline time."""
         self.store.put_durable(session_name, client_id, filters, offline_since)
 

@@ -72,7 +72,11 @@ class FastportServer:
         if config.store:
             logger.info(
                 "store %s: restored %d session(s), %d durable client(s), %d held message(s), %d retained",
-                config.store, report.sessions, report.durable_clients, report.held_messages, report.retained,
+                config.store,
+                report.sessions,
+                report.durable_clients,
+                report.held_messages,
+                report.retained,
             )
         await cluster.start(broker)
         counters = ServerCounters()
@@ -147,7 +151,7 @@ class FastportServer:
         self.broker.close()
         try:
             await asyncio.wait_for(self._server.wait_closed(), SHUTDOWN_GRACE_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logger.warning("connections still open after %.0f s; exiting anyway", SHUTDOWN_GRACE_S)
         await self.broker.journal.close()
         await self.broker.cluster.close()
