@@ -71,7 +71,7 @@ class ClusterLink(Protocol):
 
     @property
     def multi_node(self) -> bool:
-        """Whether other nodes exist (then a message's first ack may still come from one of them)."""
+        """Whether other nodes may exist (then a message's first ack may come from one of them); constant."""
 
     async def start(self, handler: ClusterHandler) -> None:
         """Join the cluster; from now on ``handler`` hears from the other nodes."""

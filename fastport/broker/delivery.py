@@ -67,7 +67,17 @@ class Delivery:
         counters: what is counted for ``/metrics``.
     """
 
-    __slots__ = ("_arm", "_clock", "_cluster", "_journal", "_retained", "_scheduler", "counters")
+    __slots__ = (
+        "_arm",
+        "_clock",
+        "_cluster",
+        "_durable_aside",
+        "_journal",
+        "_multi_node",
+        "_retained",
+        "_scheduler",
+        "counters",
+    )
 
     def __init__(
         self,
@@ -83,6 +93,9 @@ class Delivery:
         self._cluster = cluster
         self._retained = retained
         self.counters = counters
+        # Both are constant for the life of the journal and the link; read once, not per publish.
+        self._durable_aside = journal.keeps_durable_state
+        self._multi_node = cluster.multi_node
         #: ``arm(due_ms, subscriber)``: the retry timer ``track`` and ``fan_out`` arm.
         self._arm = self.arm_retry
 
@@ -127,7 +140,7 @@ class Delivery:
                 publisher,
                 now + settings.retry_interval_ms,
                 settings.inflight_window,
-                self._journal.keeps_durable_state,
+                self._durable_aside,
                 self._arm,
             )
             message.pending += delivered
@@ -446,6 +459,6 @@ class Delivery:
         if not message.session.dropped:
             self._journal.message_finished(message)
         message.drop_payload()
-        if message.acked or not self._cluster.multi_node:
+        if message.acked or not self._multi_node:
             # With other nodes, the first ack may still come from one of them.
             message.publisher = None

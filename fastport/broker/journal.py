@@ -110,7 +110,7 @@ class Journal(Protocol):
 
     @property
     def keeps_durable_state(self) -> bool:
-        """Whether durable clients' delivery state is recorded (then every delivery to one is)."""
+        """Whether durable clients' delivery state is recorded (then every delivery to one is); constant."""
 
     def load(self) -> Snapshot:
         """Everything recorded so far (startup only, before the broker serves)."""

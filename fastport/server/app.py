@@ -166,10 +166,11 @@ async def serve(config: ServerConfig) -> None:
         loop.add_signal_handler(signum, stop.set)
     server = await FastportServer.start(config)
     logger.info(
-        "fastport listening on %s (%s), hot path: %s",
+        "fastport listening on %s (%s), hot path: %s (%s)",
         ", ".join(server.urls),
         "HTTPS and WSS" if config.tls_cert else "HTTP and WebSocket",
         _speedups.IMPLEMENTATION,
+        ", ".join(f"{module} {twin}" for module, twin in _speedups.IMPLEMENTATIONS.items()),
     )
     if not config.admin_token:
         logger.info("admin token: %s", token_path(config.data_dir))
