@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import gc
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+if TYPE_CHECKING:
+    from speedups.conftest import Twin
+
+    from fastport._speedups.fanout_py import FanOutConnection
 
 FRAME = b'{"type":"message"}'
 MESSAGE_ID = "m-1"
@@ -61,9 +66,9 @@ def message() -> SimpleNamespace:
 
 
 def run(
-    speedups: SimpleNamespace,
+    speedups: Twin,
     targets: dict[Target, int],
-    publisher: object = None,
+    publisher: FanOutConnection | None = None,
     window: int = 4,
     durable_aside: bool = False,
 ) -> tuple[int, list[tuple[Target, int]] | None, Arm, SimpleNamespace]:
@@ -73,11 +78,12 @@ def run(
     return sent, rest, arm, msg
 
 
-def test_sends_one_frame_records_inflight_and_arms(speedups: SimpleNamespace) -> None:
+def test_sends_one_frame_records_inflight_and_arms(speedups: Twin) -> None:
     idle, busy = Target(), Target(held=1, armed=True)
     sent, rest, arm, msg = run(speedups, {idle: 1, busy: 1})
     assert (sent, rest) == (2, None)
     for target in (idle, busy):
+        assert target.connection is not None
         assert target.connection.sink.sent == [FRAME]
         entry = target.inflight[MESSAGE_ID]
         assert (entry.message, entry.attempts, entry.due_ms) == (msg, 0, DUE)
@@ -97,7 +103,7 @@ def test_sends_one_frame_records_inflight_and_arms(speedups: SimpleNamespace) ->
         (Target(durable=True), 1, "durable, with durable_aside"),
     ],
 )
-def test_leaves_the_rest_to_the_delivery_policy(speedups: SimpleNamespace, target: Target, qos: int, why: str) -> None:
+def test_leaves_the_rest_to_the_delivery_policy(speedups: Twin, target: Target, qos: int, why: str) -> None:
     plain = Target()
     sent, rest, arm, _ = run(speedups, {target: qos, plain: 1}, durable_aside=True)
     assert sent == 1, why
@@ -108,7 +114,7 @@ def test_leaves_the_rest_to_the_delivery_policy(speedups: SimpleNamespace, targe
     assert arm.calls == [(DUE, plain)]
 
 
-def test_a_held_message_id_goes_to_the_policy(speedups: SimpleNamespace) -> None:
+def test_a_held_message_id_goes_to_the_policy(speedups: Twin) -> None:
     target = Target()
     target.inflight[MESSAGE_ID] = "earlier copy"
     sent, rest, _, _ = run(speedups, {target: 1})
@@ -116,22 +122,23 @@ def test_a_held_message_id_goes_to_the_policy(speedups: SimpleNamespace) -> None
     assert target.inflight[MESSAGE_ID] == "earlier copy"
 
 
-def test_durable_takes_the_fast_path_without_a_store(speedups: SimpleNamespace) -> None:
+def test_durable_takes_the_fast_path_without_a_store(speedups: Twin) -> None:
     target = Target(durable=True)
     sent, rest, _, _ = run(speedups, {target: 1}, durable_aside=False)
     assert (sent, rest) == (1, None)
 
 
-def test_skips_the_publisher_entirely(speedups: SimpleNamespace) -> None:
+def test_skips_the_publisher_entirely(speedups: Twin) -> None:
     publisher_side, other = Target(), Target(online=False)
     publisher = publisher_side.connection
     sent, rest, arm, _ = run(speedups, {publisher_side: 1, other: 1}, publisher=publisher)
     assert sent == 0
     assert rest == [(other, 1)], "the publisher's own subscription is neither sent to nor returned"
+    assert publisher_side.connection is not None
     assert publisher_side.connection.sink.sent == [] and arm.calls == []
 
 
-def test_a_released_message_is_refused(speedups: SimpleNamespace) -> None:
+def test_a_released_message_is_refused(speedups: Twin) -> None:
     released = SimpleNamespace(frame=None, message_id=MESSAGE_ID)
     target = Target()
     with pytest.raises(TypeError, match=r"message\.frame is None"):
@@ -139,12 +146,12 @@ def test_a_released_message_is_refused(speedups: SimpleNamespace) -> None:
     assert target.inflight == {}
 
 
-def test_no_targets(speedups: SimpleNamespace) -> None:
+def test_no_targets(speedups: Twin) -> None:
     assert run(speedups, {})[:2] == (0, None)
 
 
-def test_accepts_any_mapping(speedups: SimpleNamespace) -> None:
-    class Matches(dict):  # type: ignore[type-arg]
+def test_accepts_any_mapping(speedups: Twin) -> None:
+    class Matches(dict[Target, int]):
         """A dict subclass: the compiled twin copies non-dict mappings."""
 
     target = Target()
@@ -164,17 +171,17 @@ def test_accepts_any_mapping(speedups: SimpleNamespace) -> None:
         (Target(), 0, False),
     ],
 )
-def test_send_now(speedups: SimpleNamespace, target: Target, window: int, expected: bool) -> None:
+def test_send_now(speedups: Twin, target: Target, window: int, expected: bool) -> None:
     assert speedups.send_now(target, window) is expected
 
 
-def test_send_now_reads_an_empty_queue_as_nothing_queued(speedups: SimpleNamespace) -> None:
+def test_send_now_reads_an_empty_queue_as_nothing_queued(speedups: Twin) -> None:
     target = Target()
     target.queue = []
     assert speedups.send_now(target, 1) is True
 
 
-def test_track_appends_an_entry_and_arms_an_idle_subscriber(speedups: SimpleNamespace) -> None:
+def test_track_appends_an_entry_and_arms_an_idle_subscriber(speedups: Twin) -> None:
     target, arm, msg = Target(held=1), Arm(), message()
     entry = speedups.track(target, msg, 2, DUE, arm)
     assert isinstance(entry, speedups.Inflight)
@@ -184,14 +191,14 @@ def test_track_appends_an_entry_and_arms_an_idle_subscriber(speedups: SimpleName
     assert target.retry_handle == 101
 
 
-def test_track_leaves_an_armed_timer_alone(speedups: SimpleNamespace) -> None:
+def test_track_leaves_an_armed_timer_alone(speedups: Twin) -> None:
     target, arm = Target(armed=True), Arm()
     speedups.track(target, message(), 0, DUE, arm)
     assert arm.calls == []
     assert target.retry_handle == 7
 
 
-def test_track_without_arm_records_only(speedups: SimpleNamespace) -> None:
+def test_track_without_arm_records_only(speedups: Twin) -> None:
     target = Target(online=False)
     entry = speedups.track(target, message(), 1, DUE, None)
     assert target.inflight == {MESSAGE_ID: entry}
@@ -200,9 +207,7 @@ def test_track_without_arm_records_only(speedups: SimpleNamespace) -> None:
 
 @pytest.mark.compiled
 @pytest.mark.parametrize(("fan_out_twin", "outbox_twin"), [(0, 1), (1, 0)])
-def test_any_fan_out_twin_drives_any_outbox_twin(
-    twins: tuple[SimpleNamespace, SimpleNamespace], fan_out_twin: int, outbox_twin: int
-) -> None:
+def test_any_fan_out_twin_drives_any_outbox_twin(twins: tuple[Twin, Twin], fan_out_twin: int, outbox_twin: int) -> None:
     """The switch may pair a compiled fan-out with a Python outbox and back: sends are ordinary calls."""
     frames = []
     for fan_out, outbox in ((twins[0], twins[0]), (twins[fan_out_twin], twins[outbox_twin])):
@@ -222,7 +227,7 @@ def test_any_fan_out_twin_drives_any_outbox_twin(
     assert frames[1] == frames[0] == [bytes((0x81, len(FRAME))) + FRAME] * 3
 
 
-def test_inflight_fields_are_writable(speedups: SimpleNamespace) -> None:
+def test_inflight_fields_are_writable(speedups: Twin) -> None:
     entry = speedups.Inflight("msg", 0, 5)
     entry.attempts += 1
     entry.due_ms = 2**40
@@ -230,7 +235,7 @@ def test_inflight_fields_are_writable(speedups: SimpleNamespace) -> None:
 
 
 @pytest.mark.compiled
-def test_compiled_inflight_stays_out_of_the_cyclic_gc(twins: tuple[SimpleNamespace, SimpleNamespace]) -> None:
+def test_compiled_inflight_stays_out_of_the_cyclic_gc(twins: tuple[Twin, Twin]) -> None:
     compiled, python = twins
     assert not gc.is_tracked(compiled.Inflight(object(), 0, 0))
     assert gc.is_tracked(python.Inflight(object(), 0, 0))
@@ -282,7 +287,7 @@ def outcome(targets: dict[Target, int], result: tuple[int, Any], arm: Arm) -> tu
 @settings(max_examples=200, deadline=None)
 @given(states=TARGET_STATES, window=st.integers(1, 6), durable_aside=st.booleans(), skip=st.integers(-1, 11))
 def test_fan_out_sends_where_send_now_allows(
-    speedups: SimpleNamespace, states: list[tuple[Any, ...]], window: int, durable_aside: bool, skip: int
+    speedups: Twin, states: list[tuple[Any, ...]], window: int, durable_aside: bool, skip: int
 ) -> None:
     """fan_out's per-target checks beyond ``send_now`` are QoS 0, the publisher, durable_aside and a held id."""
     targets = build(states)
@@ -308,7 +313,7 @@ def test_fan_out_sends_where_send_now_allows(
 @settings(max_examples=200, deadline=None)
 @given(states=TARGET_STATES, window=st.integers(1, 6), durable_aside=st.booleans(), skip=st.integers(-1, 11))
 def test_twins_agree(
-    twins: tuple[SimpleNamespace, SimpleNamespace],
+    twins: tuple[Twin, Twin],
     states: list[tuple[Any, ...]],
     window: int,
     durable_aside: bool,

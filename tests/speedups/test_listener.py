@@ -7,18 +7,26 @@ same class behind real sockets.
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect, ws_create_server
 from picows.picows import _make_test_ws_frame
 
+if TYPE_CHECKING:
+    from speedups.conftest import Twin
+
+    # The base a type checker sees for the test subclasses below; at run time each binds its twin's own.
+    from fastport._speedups.listener_py import FrameListener  # noqa: F401
+
 TRANSPORT = None  # the listener passes it through to on_other_frame untouched
 
 
-def make(speedups: SimpleNamespace, connected: bool = True) -> Any:
-    class Listener(speedups.FrameListener):  # type: ignore[misc,name-defined]
+def make(speedups: Twin, connected: bool = True) -> Any:
+    if not TYPE_CHECKING:  # the twin under test; a type checker sees the reference class, imported above
+        FrameListener = speedups.FrameListener
+
+    class Listener(FrameListener):
         __slots__ = ("received", "others")
 
         def __init__(self) -> None:
@@ -43,12 +51,12 @@ def frame(
     return _make_test_ws_frame(msg_type, payload, fin, rsv1)
 
 
-def test_defaults(speedups: SimpleNamespace) -> None:
+def test_defaults(speedups: Twin) -> None:
     listener = make(speedups, connected=False)
     assert (listener.heard, listener.fragments, listener.receiver, listener.target) == (True, None, None, None)
 
 
-def test_whole_text_frame_goes_to_the_receiver_as_bytes(speedups: SimpleNamespace) -> None:
+def test_whole_text_frame_goes_to_the_receiver_as_bytes(speedups: Twin) -> None:
     listener = make(speedups)
     listener.heard = False
     listener.on_ws_frame(TRANSPORT, frame(payload="é".encode()))
@@ -68,7 +76,7 @@ def test_whole_text_frame_goes_to_the_receiver_as_bytes(speedups: SimpleNamespac
         ("close", {"msg_type": WSMsgType.CLOSE, "payload": b"\x03\xe8"}),
     ],
 )
-def test_other_frames_go_to_on_other_frame(speedups: SimpleNamespace, case: str, kwargs: dict[str, Any]) -> None:
+def test_other_frames_go_to_on_other_frame(speedups: Twin, case: str, kwargs: dict[str, Any]) -> None:
     listener = make(speedups)
     listener.heard = False
     sent = frame(**kwargs)
@@ -78,7 +86,7 @@ def test_other_frames_go_to_on_other_frame(speedups: SimpleNamespace, case: str,
     assert listener.heard is True, case
 
 
-def test_a_text_frame_inside_a_fragmented_message_is_not_taken(speedups: SimpleNamespace) -> None:
+def test_a_text_frame_inside_a_fragmented_message_is_not_taken(speedups: Twin) -> None:
     listener = make(speedups)
     listener.fragments = [b"first part"]
     listener.on_ws_frame(TRANSPORT, frame())
@@ -88,13 +96,13 @@ def test_a_text_frame_inside_a_fragmented_message_is_not_taken(speedups: SimpleN
     assert len(listener.received) == 1
 
 
-def test_without_a_receiver_every_frame_goes_to_on_other_frame(speedups: SimpleNamespace) -> None:
+def test_without_a_receiver_every_frame_goes_to_on_other_frame(speedups: Twin) -> None:
     listener = make(speedups, connected=False)
     listener.on_ws_frame(TRANSPORT, frame())
-    assert listener.others == [(int(WSMsgType.TEXT), b'{"type":"ack"}')]
+    assert listener.others == [(WSMsgType.TEXT.value, b'{"type":"ack"}')]
 
 
-def test_receiver_errors_propagate(speedups: SimpleNamespace) -> None:
+def test_receiver_errors_propagate(speedups: Twin) -> None:
     listener = make(speedups)
 
     def boom(target: Any, payload: bytes) -> None:
@@ -105,18 +113,21 @@ def test_receiver_errors_propagate(speedups: SimpleNamespace) -> None:
         listener.on_ws_frame(TRANSPORT, frame())
 
 
-async def test_by_default_other_frames_are_refused_with_1003(speedups: SimpleNamespace) -> None:
+async def test_by_default_other_frames_are_refused_with_1003(speedups: Twin) -> None:
     """A real picows server whose listener handles nothing but the fast path, and a real client."""
     received: list[bytes] = []
 
-    class TextOnly(speedups.FrameListener):  # type: ignore[misc,name-defined]
+    if not TYPE_CHECKING:  # the twin under test; a type checker sees the reference class, imported above
+        FrameListener = speedups.FrameListener
+
+    class TextOnly(FrameListener):
         __slots__ = ()
 
         def on_ws_connected(self, transport: WSTransport) -> None:
             self.target = "conn"
             self.receiver = lambda target, payload: received.append(payload)
 
-    class Client(WSListener):  # type: ignore[misc]
+    class Client(WSListener):
         def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
             """Frames from the server: only its close frame is expected."""
 
@@ -130,7 +141,7 @@ async def test_by_default_other_frames_are_refused_with_1003(speedups: SimpleNam
         assert received == [b"taken"]
         handshake = transport.close_handshake
         assert handshake is not None and handshake.recv is not None
-        assert int(handshake.recv.code) == WSCloseCode.UNSUPPORTED_DATA
+        assert handshake.recv.code.value == WSCloseCode.UNSUPPORTED_DATA.value
     finally:
         server.close()
         await server.wait_closed()

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+if TYPE_CHECKING:
+    from speedups.conftest import Twin
+
+    from fastport._speedups.outbox_py import Flusher, Outbox
 
 SETTINGS = settings(max_examples=150, deadline=None)
 
@@ -57,7 +63,7 @@ def loop() -> Loop:
     return Loop()
 
 
-def make(speedups: SimpleNamespace, loop: Loop, count: int = 1) -> tuple[object, list[object], list[list[bytes]]]:
+def make(speedups: Twin, loop: Loop, count: int = 1) -> tuple[Flusher, list[Outbox], list[list[bytes]]]:
     flusher = speedups.Flusher(loop.call_soon)
     writes: list[list[bytes]] = [[] for _ in range(count)]
     outboxes = [speedups.Outbox(written.append, flusher) for written in writes]
@@ -65,7 +71,7 @@ def make(speedups: SimpleNamespace, loop: Loop, count: int = 1) -> tuple[object,
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
-def test_text_header_lengths(speedups: SimpleNamespace, loop: Loop, size: int) -> None:
+def test_text_header_lengths(speedups: Twin, loop: Loop, size: int) -> None:
     _, [outbox], [writes] = make(speedups, loop)
     payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
     outbox.text(payload)
@@ -77,7 +83,7 @@ def test_text_header_lengths(speedups: SimpleNamespace, loop: Loop, size: int) -
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
-def test_binary_frames(speedups: SimpleNamespace, loop: Loop, size: int) -> None:
+def test_binary_frames(speedups: Twin, loop: Loop, size: int) -> None:
     _, [outbox], [writes] = make(speedups, loop)
     outbox.binary(b"\x00\xff" * (size // 2) + b"\x07" * (size % 2))
     outbox.text(b"after")
@@ -89,7 +95,7 @@ def test_binary_frames(speedups: SimpleNamespace, loop: Loop, size: int) -> None
     ]
 
 
-def test_exact_header_bytes(speedups: SimpleNamespace, loop: Loop) -> None:
+def test_exact_header_bytes(speedups: Twin, loop: Loop) -> None:
     _, [outbox], [writes] = make(speedups, loop)
     outbox.text(b"")
     outbox.text(b"x" * 126)
@@ -103,7 +109,7 @@ def test_exact_header_bytes(speedups: SimpleNamespace, loop: Loop) -> None:
     assert len(data) == at + 10 + 65536
 
 
-def test_one_write_per_connection_per_iteration(speedups: SimpleNamespace, loop: Loop) -> None:
+def test_one_write_per_connection_per_iteration(speedups: Twin, loop: Loop) -> None:
     flusher, outboxes, writes = make(speedups, loop, count=3)
     for i in range(10):
         for outbox in outboxes:
@@ -125,7 +131,7 @@ def test_one_write_per_connection_per_iteration(speedups: SimpleNamespace, loop:
     assert [len(written) for written in writes] == [1, 2, 1]
 
 
-def test_flush_order_follows_marking(speedups: SimpleNamespace, loop: Loop) -> None:
+def test_flush_order_follows_marking(speedups: Twin, loop: Loop) -> None:
     flusher = speedups.Flusher(loop.call_soon)
     order: list[bytes] = []
     first = speedups.Outbox(order.append, flusher)
@@ -137,7 +143,7 @@ def test_flush_order_follows_marking(speedups: SimpleNamespace, loop: Loop) -> N
     assert order == [b"\x81\x012\x81\x022b", b"\x81\x011"]
 
 
-def test_explicit_flush_and_empty_flush(speedups: SimpleNamespace, loop: Loop) -> None:
+def test_explicit_flush_and_empty_flush(speedups: Twin, loop: Loop) -> None:
     _, [outbox], [writes] = make(speedups, loop)
     outbox.flush()
     assert writes == []
@@ -148,7 +154,7 @@ def test_explicit_flush_and_empty_flush(speedups: SimpleNamespace, loop: Loop) -
     assert writes == [b"\x81\x03now"]
 
 
-def test_discard_drops_queued_frames(speedups: SimpleNamespace, loop: Loop) -> None:
+def test_discard_drops_queued_frames(speedups: Twin, loop: Loop) -> None:
     _, [gone, kept], [gone_writes, kept_writes] = make(speedups, loop, count=2)
     gone.text(b"lost")
     gone.binary(b"lost too")
@@ -163,7 +169,7 @@ def test_discard_drops_queued_frames(speedups: SimpleNamespace, loop: Loop) -> N
     assert gone_writes == [b"\x81\x05later"]
 
 
-def test_a_failing_write_does_not_starve_the_others(speedups: SimpleNamespace, loop: Loop) -> None:
+def test_a_failing_write_does_not_starve_the_others(speedups: Twin, loop: Loop) -> None:
     flusher = speedups.Flusher(loop.call_soon)
 
     def broken(data: bytes) -> None:
@@ -182,33 +188,33 @@ def test_a_failing_write_does_not_starve_the_others(speedups: SimpleNamespace, l
     assert len(loop.ready) == 1
 
 
-def test_a_failing_call_soon_leaves_the_outbox_empty(speedups: SimpleNamespace) -> None:
+def test_a_failing_call_soon_leaves_the_outbox_empty(speedups: Twin) -> None:
     def closed_loop(callback: Callable[[], object]) -> None:
         raise RuntimeError("Event loop is closed")
 
     flusher = speedups.Flusher(closed_loop)
-    outbox = speedups.Outbox([].append, flusher)
+    outbox = speedups.Outbox(list[bytes]().append, flusher)
     with pytest.raises(RuntimeError, match="closed"):
         outbox.text(b"x")
     assert outbox.pending() == 0 and len(flusher) == 0
 
 
-def test_payloads_must_be_bytes(speedups: SimpleNamespace, loop: Loop) -> None:
+def test_payloads_must_be_bytes(speedups: Twin, loop: Loop) -> None:
     _, [outbox], _ = make(speedups, loop)
     for bad in ("text", bytearray(b"x"), memoryview(b"x"), None, 1):
         with pytest.raises(TypeError):
-            outbox.text(bad)
+            outbox.text(bad)  # type: ignore[arg-type]  # not bytes, to check the TypeError
         with pytest.raises(TypeError):
-            outbox.binary(bad)
+            outbox.binary(bad)  # type: ignore[arg-type]  # not bytes, to check the TypeError
     with pytest.raises(TypeError):
-        speedups.Outbox([].append, object())
+        speedups.Outbox(list[bytes]().append, object())  # type: ignore[arg-type]  # not a Flusher: the TypeError
     assert outbox.pending() == 0 and loop.ready == []
 
 
-def test_mark_accepts_any_flushable(speedups: SimpleNamespace, loop: Loop) -> None:
+def test_mark_accepts_any_flushable(speedups: Twin, loop: Loop) -> None:
     flusher = speedups.Flusher(loop.call_soon)
     flushed: list[str] = []
-    flusher.mark(SimpleNamespace(flush=lambda: flushed.append("custom")))
+    flusher.mark(cast("Outbox", SimpleNamespace(flush=lambda: flushed.append("custom"))))  # duck-typed: only flush
     loop.run_once()
     assert flushed == ["custom"]
 
@@ -228,7 +234,7 @@ FRAMES = st.lists(
 
 @SETTINGS
 @given(ops=FRAMES, fanout=st.integers(min_value=1, max_value=4))
-def test_random_frames_decode_back_in_order(speedups: SimpleNamespace, ops: list, fanout: int) -> None:
+def test_random_frames_decode_back_in_order(speedups: Twin, ops: list[tuple[str, bytes, bool]], fanout: int) -> None:
     loop = Loop()
     _, outboxes, writes = make(speedups, loop, count=fanout)
     expected: list[tuple[bool, int, bytes]] = []
@@ -251,7 +257,7 @@ def test_random_frames_decode_back_in_order(speedups: SimpleNamespace, ops: list
 @pytest.mark.compiled
 @SETTINGS
 @given(ops=FRAMES)
-def test_twins_write_the_same_bytes(twins: tuple[SimpleNamespace, SimpleNamespace], ops: list) -> None:
+def test_twins_write_the_same_bytes(twins: tuple[Twin, Twin], ops: list[tuple[str, bytes, bool]]) -> None:
     outputs = []
     for twin in twins:
         loop = Loop()

@@ -11,12 +11,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 import fastport._speedups
+
+if TYPE_CHECKING:
+    from speedups.conftest import Twin
 
 SPEEDUPS_DIR = Path(fastport._speedups.__file__).parent
 REPO_ROOT = SPEEDUPS_DIR.parent.parent
@@ -101,7 +103,8 @@ def probe(module: str, failure: str) -> dict[str, Any]:
         check=True,
         timeout=30,
     )
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
 
 
 def test_compiled_twins_are_live_unless_disabled() -> None:
@@ -113,7 +116,7 @@ def test_compiled_twins_are_live_unless_disabled() -> None:
 
 def test_implementations_is_read_only() -> None:
     with pytest.raises(TypeError):
-        fastport._speedups.IMPLEMENTATIONS["trie"] = "python"  # type: ignore[index]
+        fastport._speedups.IMPLEMENTATIONS["trie"] = "python"  # type: ignore[index]  # read-only: the TypeError
 
 
 def test_exports_come_from_the_twin_each_module_runs() -> None:
@@ -155,7 +158,7 @@ def test_env_var_selects_python_twins() -> None:
 
 
 @pytest.mark.compiled
-def test_probe_sees_every_twin_compiled(twins: tuple[SimpleNamespace, SimpleNamespace]) -> None:
+def test_probe_sees_every_twin_compiled(twins: tuple[Twin, Twin]) -> None:
     result = probe("", "none")
     assert result["implementation"] == "compiled"
     assert result["implementations"] == [[module, "compiled"] for module in MODULES]
@@ -164,7 +167,7 @@ def test_probe_sees_every_twin_compiled(twins: tuple[SimpleNamespace, SimpleName
 
 @pytest.mark.compiled
 @pytest.mark.parametrize("module", MODULES)
-def test_a_missing_compiled_twin_falls_back_alone(twins: tuple[SimpleNamespace, SimpleNamespace], module: str) -> None:
+def test_a_missing_compiled_twin_falls_back_alone(twins: tuple[Twin, Twin], module: str) -> None:
     result = probe(module, "missing")
     assert result["implementation"] == "mixed"
     assert result["implementations"] == [[m, "python" if m == module else "compiled"] for m in MODULES]
@@ -180,7 +183,7 @@ def test_a_missing_compiled_twin_falls_back_alone(twins: tuple[SimpleNamespace, 
 
 @pytest.mark.compiled
 def test_a_picows_abi_mismatch_leaves_the_other_modules_compiled(
-    twins: tuple[SimpleNamespace, SimpleNamespace],
+    twins: tuple[Twin, Twin],
 ) -> None:
     result = probe("listener", "abi")
     assert result["implementation"] == "mixed"
@@ -206,7 +209,7 @@ def test_switch_exports() -> None:
 
 @pytest.mark.compiled
 @pytest.mark.parametrize("module", MODULES)
-def test_twins_export_the_same_names(twins: tuple[SimpleNamespace, SimpleNamespace], module: str) -> None:
+def test_twins_export_the_same_names(twins: tuple[Twin, Twin], module: str) -> None:
     python = importlib.import_module(f"fastport._speedups.{module}_py")
     compiled = importlib.import_module(f"fastport._speedups.{module}_c")
     assert compiled.__all__ == python.__all__
@@ -298,7 +301,7 @@ def stub_signature(function: ast.FunctionDef) -> str:
 
 
 @pytest.mark.compiled
-def test_stubtest(twins: tuple[SimpleNamespace, SimpleNamespace]) -> None:
+def test_stubtest(twins: tuple[Twin, Twin]) -> None:
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy is not installed")
     subprocess.run(

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import heapq
 import time
-from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+if TYPE_CHECKING:
+    from speedups.conftest import Twin
+
+    from fastport._speedups.timerwheel_py import TimerWheel
+
 SETTINGS = settings(max_examples=120, deadline=None)
 DAY_MS = 86_400_000
 
 
-def test_max_delay_is_thirty_days(speedups: SimpleNamespace) -> None:
+def test_max_delay_is_thirty_days(speedups: Twin) -> None:
     assert speedups.MAX_DELAY_MS == 30 * DAY_MS
 
 
-def test_fires_in_deadline_then_schedule_order(speedups: SimpleNamespace) -> None:
+def test_fires_in_deadline_then_schedule_order(speedups: Twin) -> None:
     wheel = speedups.TimerWheel(1000)
     wheel.schedule(1030, "c")
     wheel.schedule(1010, "a")
@@ -31,7 +36,7 @@ def test_fires_in_deadline_then_schedule_order(speedups: SimpleNamespace) -> Non
     assert len(wheel) == 0
 
 
-def test_ties_keep_schedule_order_across_cascades(speedups: SimpleNamespace) -> None:
+def test_ties_keep_schedule_order_across_cascades(speedups: Twin) -> None:
     wheel = speedups.TimerWheel(0)
     wheel.schedule(100_000, "first")  # starts in a high level
     assert wheel.advance(99_990) == []
@@ -40,7 +45,7 @@ def test_ties_keep_schedule_order_across_cascades(speedups: SimpleNamespace) -> 
     assert wheel.advance(100_000) == ["earlier", "first", "second"]
 
 
-def test_handles_are_unique_ints(speedups: SimpleNamespace) -> None:
+def test_handles_are_unique_ints(speedups: Twin) -> None:
     wheel = speedups.TimerWheel(0)
     handles = [wheel.schedule(5, i) for i in range(10)]
     wheel.advance(10)
@@ -49,7 +54,7 @@ def test_handles_are_unique_ints(speedups: SimpleNamespace) -> None:
     assert len(set(handles)) == 20
 
 
-def test_cancel(speedups: SimpleNamespace) -> None:
+def test_cancel(speedups: Twin) -> None:
     wheel = speedups.TimerWheel(0)
     keep = wheel.schedule(50, "keep")
     drop = wheel.schedule(50, "drop")
@@ -64,7 +69,7 @@ def test_cancel(speedups: SimpleNamespace) -> None:
     assert wheel.next_deadline() is None
 
 
-def test_past_deadlines_fire_at_next_advance(speedups: SimpleNamespace) -> None:
+def test_past_deadlines_fire_at_next_advance(speedups: Twin) -> None:
     wheel = speedups.TimerWheel(1000)
     wheel.schedule(1000, "now")
     wheel.schedule(5, "long ago")
@@ -75,12 +80,13 @@ def test_past_deadlines_fire_at_next_advance(speedups: SimpleNamespace) -> None:
     assert wheel.advance(500) == ["late"]
 
 
-def test_backwards_time_is_no_time(speedups: SimpleNamespace) -> None:
+def test_backwards_time_is_no_time(speedups: Twin) -> None:
     wheel = speedups.TimerWheel(1000)
     wheel.schedule(1500, "x")
     assert wheel.advance(1200) == []
     assert wheel.advance(0) == []
-    assert 1200 < wheel.next_deadline() <= 1500
+    bound = wheel.next_deadline()
+    assert bound is not None and 1200 < bound <= 1500
     # The delay limit counts from the latest time seen, not from the backwards one.
     with pytest.raises(ValueError, match="delay too long"):
         wheel.schedule(1200 + speedups.MAX_DELAY_MS + 1, "y")
@@ -88,7 +94,7 @@ def test_backwards_time_is_no_time(speedups: SimpleNamespace) -> None:
     assert wheel.advance(1500) == ["x"]
 
 
-def test_thirty_day_delay_and_beyond(speedups: SimpleNamespace) -> None:
+def test_thirty_day_delay_and_beyond(speedups: Twin) -> None:
     start = 1_700_000_000_000
     wheel = speedups.TimerWheel(start)
     limit = start + speedups.MAX_DELAY_MS
@@ -100,7 +106,7 @@ def test_thirty_day_delay_and_beyond(speedups: SimpleNamespace) -> None:
     assert wheel.advance(limit) == ["edge"]
 
 
-def test_long_gap_in_one_advance(speedups: SimpleNamespace) -> None:
+def test_long_gap_in_one_advance(speedups: Twin) -> None:
     start = 123_456_789
     wheel = speedups.TimerWheel(start)
     deadlines = [start + i * 7_919_993 for i in range(1, 300)]  # spread over about 27 days
@@ -113,7 +119,7 @@ def test_long_gap_in_one_advance(speedups: SimpleNamespace) -> None:
     assert wheel.next_deadline() is None
 
 
-def test_next_deadline(speedups: SimpleNamespace) -> None:
+def test_next_deadline(speedups: Twin) -> None:
     wheel = speedups.TimerWheel(0)
     assert wheel.next_deadline() is None
     wheel.schedule(40, "near")
@@ -124,13 +130,13 @@ def test_next_deadline(speedups: SimpleNamespace) -> None:
     bound = wheel.next_deadline()
     assert bound is not None and 0 < bound <= DAY_MS + 17
     steps = 0
-    while wheel.next_deadline() is not None:
-        assert wheel.advance(wheel.next_deadline()) in ([], ["far"])
+    while (bound := wheel.next_deadline()) is not None:
+        assert wheel.advance(bound) in ([], ["far"])
         steps += 1
     assert steps <= 6
 
 
-def test_coarse_ticks_stay_exact(speedups: SimpleNamespace) -> None:
+def test_coarse_ticks_stay_exact(speedups: Twin) -> None:
     wheel = speedups.TimerWheel(3, tick_ms=10)
     wheel.schedule(15, "fifteen")
     wheel.schedule(18, "eighteen")
@@ -142,7 +148,7 @@ def test_coarse_ticks_stay_exact(speedups: SimpleNamespace) -> None:
     assert wheel.advance(19) == ["eighteen"]
 
 
-def test_negative_times_and_zero_crossing(speedups: SimpleNamespace) -> None:
+def test_negative_times_and_zero_crossing(speedups: Twin) -> None:
     wheel = speedups.TimerWheel(-70)
     for deadline in (-65, -1, 0, 1, 64, 5000):
         wheel.schedule(deadline, deadline)
@@ -151,16 +157,16 @@ def test_negative_times_and_zero_crossing(speedups: SimpleNamespace) -> None:
     assert wheel.advance(10_000) == [1, 64, 5000]
 
 
-def test_argument_checks(speedups: SimpleNamespace) -> None:
+def test_argument_checks(speedups: Twin) -> None:
     with pytest.raises(ValueError, match=r"^tick_ms out of range: 0 not in \[1, 2592000000\]$"):
         speedups.TimerWheel(0, 0)
     with pytest.raises(TypeError):
-        speedups.TimerWheel(0, 1.0)
+        speedups.TimerWheel(0, 1.0)  # type: ignore[arg-type]  # a float tick, to check the TypeError
     with pytest.raises(OverflowError, match="time out of range"):
         speedups.TimerWheel(2**62)
     wheel = speedups.TimerWheel(0)
     with pytest.raises(TypeError):
-        wheel.schedule(1.5, "x")
+        wheel.schedule(1.5, "x")  # type: ignore[arg-type]  # a float deadline, to check the TypeError
     with pytest.raises(OverflowError, match=r"^time out of range: -4611686018427387904$"):
         wheel.schedule(-(2**62), "x")
     with pytest.raises(OverflowError, match="time out of range"):
@@ -168,7 +174,7 @@ def test_argument_checks(speedups: SimpleNamespace) -> None:
     assert len(wheel) == 0
 
 
-def test_items_are_kept_as_given(speedups: SimpleNamespace) -> None:
+def test_items_are_kept_as_given(speedups: Twin) -> None:
     wheel = speedups.TimerWheel(0)
     items = [object(), None, ("a", 1), [1]]
     for item in items:
@@ -198,7 +204,7 @@ ORIGINS = st.one_of(st.integers(-(10**6), 10**13), st.integers(-300, 0))
 TICKS = st.sampled_from([1, 1, 1, 7, 1000])
 
 
-def run_wheel_ops(wheel: object, now: int, ops: list[tuple[str, int]]) -> list[object]:
+def run_wheel_ops(wheel: TimerWheel, now: int, ops: list[tuple[str, int]]) -> list[object]:
     """Apply ops to wheel, check every answer against a heapq oracle, and log the answers."""
     heap: list[tuple[int, int, int]] = []
     pending: set[int] = set()
@@ -250,9 +256,7 @@ def run_wheel_ops(wheel: object, now: int, ops: list[tuple[str, int]]) -> list[o
 
 @SETTINGS
 @given(origin=ORIGINS, tick_ms=TICKS, ops=WHEEL_OPS)
-def test_wheel_agrees_with_heapq(
-    speedups: SimpleNamespace, origin: int, tick_ms: int, ops: list[tuple[str, int]]
-) -> None:
+def test_wheel_agrees_with_heapq(speedups: Twin, origin: int, tick_ms: int, ops: list[tuple[str, int]]) -> None:
     run_wheel_ops(speedups.TimerWheel(origin, tick_ms), origin, ops)
 
 
@@ -260,7 +264,7 @@ def test_wheel_agrees_with_heapq(
 @SETTINGS
 @given(origin=ORIGINS, tick_ms=TICKS, ops=WHEEL_OPS)
 def test_twins_agree(
-    twins: tuple[SimpleNamespace, SimpleNamespace],
+    twins: tuple[Twin, Twin],
     origin: int,
     tick_ms: int,
     ops: list[tuple[str, int]],

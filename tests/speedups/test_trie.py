@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+if TYPE_CHECKING:
+    from speedups.conftest import Twin
+
+    from fastport._speedups.trie_py import TopicTrie
+
 SETTINGS = settings(max_examples=150, deadline=None)
+
+_S = TypeVar("_S", bound=Hashable)
+
+#: One step of a TRIE_OPS run: subscribe (filter, subscriber, QoS), unsubscribe (filter, subscriber), match (topic).
+TrieOp = tuple[Literal["sub"], str, int, int] | tuple[Literal["unsub"], str, int] | tuple[Literal["match"], str]
 
 
 def brute_matches(topic_filter: str, topic: str) -> bool:
@@ -27,8 +38,8 @@ def brute_matches(topic_filter: str, topic: str) -> bool:
     return len(wanted) == len(levels)
 
 
-def brute_match(pairs: dict[tuple[str, object], int], topic: str) -> dict[object, int]:
-    result: dict[object, int] = {}
+def brute_match(pairs: dict[tuple[str, _S], int], topic: str) -> dict[_S, int]:
+    result: dict[_S, int] = {}
     for (topic_filter, subscriber), qos in pairs.items():
         if brute_matches(topic_filter, topic) and qos > result.get(subscriber, -1):
             result[subscriber] = qos
@@ -36,7 +47,7 @@ def brute_match(pairs: dict[tuple[str, object], int], topic: str) -> dict[object
 
 
 @pytest.fixture
-def trie(speedups: SimpleNamespace) -> object:
+def trie(speedups: Twin) -> TopicTrie[Hashable]:
     return speedups.TopicTrie()
 
 
@@ -94,14 +105,14 @@ def trie(speedups: SimpleNamespace) -> object:
         ("#/b", "a/b", False),
     ],
 )
-def test_match_rules(trie: object, topic_filter: str, topic: str, expected: bool) -> None:
+def test_match_rules(trie: TopicTrie[Hashable], topic_filter: str, topic: str, expected: bool) -> None:
     assert brute_matches(topic_filter, topic) is expected
     trie.subscribe(topic_filter, "s", 1)
     assert trie.match(topic) == ({"s": 1} if expected else {})
     assert trie.has_subscribers(topic) is expected
 
 
-def test_exact_topic_reaches_all_its_subscribers(trie: object) -> None:
+def test_exact_topic_reaches_all_its_subscribers(trie: TopicTrie[Hashable]) -> None:
     for i in range(50):
         trie.subscribe("room/42", i, i % 3)
     trie.subscribe("room/43", "other")
@@ -112,7 +123,7 @@ def test_exact_topic_reaches_all_its_subscribers(trie: object) -> None:
     assert not trie.has_subscribers("room/44")
 
 
-def test_highest_qos_wins_across_filters(trie: object) -> None:
+def test_highest_qos_wins_across_filters(trie: TopicTrie[Hashable]) -> None:
     trie.subscribe("a/b", "s", 0)
     trie.subscribe("a/+", "s", 2)
     trie.subscribe("#", "s", 1)
@@ -122,7 +133,7 @@ def test_highest_qos_wins_across_filters(trie: object) -> None:
     assert trie.match("a") == {"s": 1, "t": 0}
 
 
-def test_subscribe_is_a_set_and_replaces_qos(trie: object) -> None:
+def test_subscribe_is_a_set_and_replaces_qos(trie: TopicTrie[Hashable]) -> None:
     assert trie.subscribe("a/b", "s", 0) is True
     assert trie.subscribe("a/b", "s", 2) is False
     assert len(trie) == 1
@@ -132,7 +143,7 @@ def test_subscribe_is_a_set_and_replaces_qos(trie: object) -> None:
     assert len(trie) == 2
 
 
-def test_unsubscribe_removes_one_pair(trie: object) -> None:
+def test_unsubscribe_removes_one_pair(trie: TopicTrie[Hashable]) -> None:
     trie.subscribe("a/+", "s")
     trie.subscribe("a/+", "t")
     trie.subscribe("a/b", "s")
@@ -146,7 +157,7 @@ def test_unsubscribe_removes_one_pair(trie: object) -> None:
     assert len(trie) == 2
 
 
-def test_unsubscribing_everything_prunes_every_node(trie: object) -> None:
+def test_unsubscribing_everything_prunes_every_node(trie: TopicTrie[Hashable]) -> None:
     filters = ["a/b/c", "a/b", "a/+/c", "a/#", "#", "+", "/x", "a//", "$SYS/#", "a/#/b", ""]
     for topic_filter in filters:
         trie.subscribe(topic_filter, "s")
@@ -162,7 +173,7 @@ def test_unsubscribing_everything_prunes_every_node(trie: object) -> None:
     assert trie.match("a/b/c") == {}
 
 
-def test_pruning_keeps_nodes_still_in_use(trie: object) -> None:
+def test_pruning_keeps_nodes_still_in_use(trie: TopicTrie[Hashable]) -> None:
     trie.subscribe("a/b/c", "s")
     trie.subscribe("a", "s")
     assert trie.node_count() == 3
@@ -172,7 +183,7 @@ def test_pruning_keeps_nodes_still_in_use(trie: object) -> None:
     assert trie.node_count() == 0
 
 
-def test_fast_path_returns_after_wildcards_leave(trie: object) -> None:
+def test_fast_path_returns_after_wildcards_leave(trie: TopicTrie[Hashable]) -> None:
     trie.subscribe("a/b", "s")
     trie.subscribe("a/+", "t")
     assert trie.match("a/b") == {"s": 1, "t": 1}
@@ -181,7 +192,7 @@ def test_fast_path_returns_after_wildcards_leave(trie: object) -> None:
     assert trie.match("a/c") == {}
 
 
-def test_match_returns_a_new_dict(trie: object) -> None:
+def test_match_returns_a_new_dict(trie: TopicTrie[Hashable]) -> None:
     trie.subscribe("a", "s")
     first = trie.match("a")
     first["intruder"] = 2
@@ -193,7 +204,7 @@ def test_match_returns_a_new_dict(trie: object) -> None:
     assert trie.match("a") == {"s": 1, "t": 1}
 
 
-def test_subscribers_are_any_hashable(trie: object) -> None:
+def test_subscribers_are_any_hashable(trie: TopicTrie[Hashable]) -> None:
     class Connection:
         pass
 
@@ -204,15 +215,17 @@ def test_subscribers_are_any_hashable(trie: object) -> None:
     assert trie.match("a") == {conn: 2, ("tuple", 1): 0, 7: 1}
 
 
-def test_generic_in_the_subscriber_type(speedups: SimpleNamespace) -> None:
+def test_generic_in_the_subscriber_type(speedups: Twin) -> None:
     """``TopicTrie[Subscriber]`` is for type checkers; at run time it makes the same trie."""
-    trie = speedups.TopicTrie[str]()
-    assert type(trie) is speedups.TopicTrie
+    if not TYPE_CHECKING:  # the twin under test; a type checker sees the reference class, imported above
+        TopicTrie = speedups.TopicTrie
+    trie = TopicTrie[str]()
+    assert type(trie) is TopicTrie
     trie.subscribe("a", "alice")
     assert trie.match("a") == {"alice": 1}
 
 
-def test_empty_trie(trie: object) -> None:
+def test_empty_trie(trie: TopicTrie[Hashable]) -> None:
     assert len(trie) == 0
     assert trie.node_count() == 0
     assert trie.match("") == {}
@@ -235,9 +248,9 @@ TRIE_OPS = st.lists(
 )
 
 
-def run_trie_ops(trie: object, ops: list[tuple[object, ...]]) -> list[object]:
+def run_trie_ops(trie: TopicTrie[int], ops: list[TrieOp]) -> list[object]:
     """Apply ops to trie, check each answer against the brute-force model, and log the answers."""
-    pairs: dict[tuple[str, object], int] = {}
+    pairs: dict[tuple[str, int], int] = {}
     answers: list[object] = []
     for op in ops:
         if op[0] == "sub":
@@ -265,13 +278,13 @@ def run_trie_ops(trie: object, ops: list[tuple[object, ...]]) -> list[object]:
 
 @SETTINGS
 @given(ops=TRIE_OPS)
-def test_trie_agrees_with_brute_force(speedups: SimpleNamespace, ops: list[tuple[object, ...]]) -> None:
+def test_trie_agrees_with_brute_force(speedups: Twin, ops: list[TrieOp]) -> None:
     run_trie_ops(speedups.TopicTrie(), ops)
 
 
 @SETTINGS
 @given(filters=st.lists(st.text(max_size=8), max_size=6), topics=st.lists(st.text(max_size=8)))
-def test_any_str_is_safe(speedups: SimpleNamespace, filters: list[str], topics: list[str]) -> None:
+def test_any_str_is_safe(speedups: Twin, filters: list[str], topics: list[str]) -> None:
     trie = speedups.TopicTrie()
     pairs = {(topic_filter, i): i for i, topic_filter in enumerate(filters)}
     for (topic_filter, subscriber), qos in pairs.items():
@@ -286,6 +299,6 @@ def test_any_str_is_safe(speedups: SimpleNamespace, filters: list[str], topics: 
 @pytest.mark.compiled
 @SETTINGS
 @given(ops=TRIE_OPS)
-def test_twins_agree(twins: tuple[SimpleNamespace, SimpleNamespace], ops: list[tuple[object, ...]]) -> None:
+def test_twins_agree(twins: tuple[Twin, Twin], ops: list[TrieOp]) -> None:
     compiled, python = twins
     assert run_trie_ops(compiled.TopicTrie(), ops) == run_trie_ops(python.TopicTrie(), ops)
