@@ -9,8 +9,14 @@ Lifetimes and rules (``docs/protocol.md`` §3 for the frames):
   QoS 1 with at least one receiver, a subscriber acked it (``ack_received``). Unconfirmed
   publishes are re-sent every ``retry_interval_s``, at most ``max_retries`` times.
 * A received message is acked only after its envelope opened (hash and, for v2, GCM tag
-  checked). One that fails is neither acked nor delivered, so the broker redelivers it.
-  Redeliveries of an already handed-over messageId are acked again but not delivered twice.
+  checked) and it was handed to the application (a ``get`` callback called, or queued to a
+  ``subscribe`` iterator). One that fails is neither acked nor delivered, so the broker
+  redelivers it. Redeliveries of an already handed-over messageId are acked again but not
+  delivered twice.
+* A verified message that no route matches yet (a durable client's held messages arrive right
+  after ``init``, before the application's ``get``) is kept, unacked, for ``UNROUTED_GRACE_S``
+  (at most ``UNROUTED_CAPACITY``) and handed over as soon as a matching route is registered;
+  one nobody claims is dropped unacked, so the broker keeps it and redelivers it.
 * ``init`` refused, or the broker closing with 4001 (session dropped) or 4002 (session
   expired), stops the client for good: every waiter gets the exception.
 
@@ -70,6 +76,10 @@ FINAL_CLOSE_CODES: Final = frozenset({CloseCode.SESSION_DROPPED, CloseCode.SESSI
 #: At most one "rejected message" warning per this many seconds (the rest are counted).
 REJECT_WARNING_INTERVAL_S: Final = 1.0
 DISCONNECT_TIMEOUT_S: Final = 2.0
+#: How long a verified message that no route matches yet is kept for one (unacked) before it is dropped.
+UNROUTED_GRACE_S: Final = 2.0
+#: Messages kept for a route at most (the oldest is dropped, unacked, beyond).
+UNROUTED_CAPACITY: Final = 10_000
 DEFAULT_MAX_FRAME_SIZE: Final = 64 << 20
 
 _TEXT: Final = WSMsgType.TEXT
@@ -288,6 +298,9 @@ class Client:
         self._state = ConnectionState.CLOSED
         self._seen = SeenIds(dedup_capacity)
         self._routes: dict[str, _Route] = {}
+        #: messageId -> (message, ack it when handed over, loop time it arrived), oldest first.
+        self._unrouted: dict[str, tuple[Message, bool, float]] = {}
+        self._unrouted_timer: asyncio.TimerHandle | None = None
         self._outgoing: dict[str, _Outgoing] = {}
         self._unsubscribing: dict[str, deque[asyncio.Future[None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -322,10 +335,14 @@ class Client:
     async def init(self) -> None:
         """Connect, send ``init`` and start the reconnect supervisor.
 
+        A failed attempt (refused, lost during the handshake, no answer) is retried with the
+        reconnect policy's backoff for up to ``request_timeout_s`` (and at most its
+        ``max_attempts``); then its error is raised.
+
         Raises:
             InitRefused: bad password, unknown or suspended session (the client is closed).
-            OSError, picows.WSError, TimeoutError: the first connection failed (the client is
-                closed; the reconnect policy applies to later losses only).
+            OSError, picows.WSError, TimeoutError, ConnectionClosed: no attempt succeeded in time
+                (the client is closed).
         """
         if self._started:
             raise RuntimeError("init() was already called")
@@ -334,11 +351,27 @@ class Client:
         self._closed = loop.create_future()
         self._set_state(ConnectionState.CONNECTING)
         try:
-            listener = await self._connect()
+            listener = await self._first_connection()
         except BaseException as exc:
             self._finish(exc if isinstance(exc, Exception) else ConnectionClosed("init cancelled"))
             raise
         self._supervisor = loop.create_task(self._supervise(listener))
+
+    async def _first_connection(self) -> _Listener:
+        """``_connect`` for ``init``, retried with the reconnect backoff while ``request_timeout_s`` lasts."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.request_timeout_s
+        attempt = 0
+        while True:
+            try:
+                return await self._connect()
+            except (OSError, WSError, TimeoutError, ConnectionClosed) as exc:
+                attempt += 1
+                delay = self.reconnect.delay_s(attempt)
+                if self.reconnect.gives_up_after(attempt) or loop.time() + delay >= deadline:
+                    raise
+                logger.info("connection attempt %d failed (%s); retrying in %.2f s", attempt, type(exc).__name__, delay)
+            await asyncio.sleep(delay)
 
     async def __aenter__(self) -> Self:
         await self.init()
@@ -502,6 +535,7 @@ class Client:
         """
         route = self._route(topic, qos)
         route.callbacks.append(callback)
+        self._route_held()
         await self._wait_ready(route)
 
     def subscribe(self, topic: str, *, qos: Literal[0, 1] = 1) -> Subscription:
@@ -516,6 +550,7 @@ class Client:
         route = self._route(topic, qos)
         subscription = Subscription(self, route)
         route.subscriptions.append(subscription)
+        self._route_held()
         return subscription
 
     async def unsubscribe(self, topic: str) -> None:
@@ -586,7 +621,13 @@ class Client:
             max_frame_size=self._max_frame_size,
             logger_name="fastport.client",
         )
-        listener = cast(_Listener, ws_listener)
+        listener = cast("_Listener | None", ws_listener)
+        if listener is None or listener.disconnected.is_set() or transport.is_disconnected:
+            # Lost while the WebSocket handshake completed: picows hands back a dead transport (and no
+            # listener, or one whose disconnect came before it was the client's). Fail now, not at the
+            # init timeout; the caller retries with the reconnect backoff.
+            transport.disconnect(graceful=False)
+            raise ConnectionClosed("connection lost during the WebSocket handshake")
         self._transport, self._listener = transport, listener
         body: dict[str, Any] = {"type": "init", "sessionName": self.session_name, "password": self._password}
         if self.client_id is not None:
@@ -693,6 +734,10 @@ class Client:
         self._closing = True
         self._open = False
         self._error = error
+        if self._unrouted_timer is not None:
+            self._unrouted_timer.cancel()
+            self._unrouted_timer = None
+        self._unrouted.clear()
         ended = error or ConnectionClosed("client closed")
         for out in list(self._outgoing.values()):
             self._complete(out, ended)
@@ -838,14 +883,16 @@ class Client:
             return
         delivered_to = frame.get("deliveredTo")
         delivered = delivered_to if isinstance(delivered_to, int) else 0
+        first_answer = not out.answered
         out.answered = True
         if not out.response.done():
             out.response.set_result(PublishResult(out.message_id, delivered, frame.get("duplicate") is True, out.acked))
         if out.acked or out.qos == 0 or delivered == 0:
             self._complete(out)
-        else:
-            out.retries = 0
-            self._arm(out)  # now waiting for ack_received
+        elif first_answer:
+            # Now waiting for ack_received. The re-sends already made still count: an answer to a
+            # re-send (``duplicate``) must not restart the count, or AckTimeout could never come.
+            self._arm(out)
 
     def _on_ack_received(self, frame: dict[str, Any]) -> None:
         message_id = frame.get("messageId")
@@ -880,24 +927,71 @@ class Client:
         except EnvelopeError as exc:
             self._reject(topic, message_id, exc.error)
             return
-        self._seen.add(message_id)
-        if wants_ack:
-            self._ack(topic, message_id)
         if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
             timestamp = 0
-        message = Message(topic, payload, timestamp, message_id, retry)
-        routed = False
-        for route in list(self._routes.values()):
-            if not filter_matches(route.topic, topic):
-                continue
-            routed = True
+        message = Message(
+            topic, payload, timestamp, message_id, retry, 1 if wants_ack else 0, frame.get("retained") is True
+        )
+        routes = self._routes_of(topic)
+        if routes:
+            self._hand_over(message, routes, wants_ack)
+        else:
+            self._hold(message, wants_ack)
+
+    def _routes_of(self, topic: str) -> list[_Route]:
+        """The routes whose filter matches ``topic`` and that have a consumer."""
+        return [
+            route
+            for route in self._routes.values()
+            if (route.callbacks or route.subscriptions) and filter_matches(route.topic, topic)
+        ]
+
+    def _hand_over(self, message: Message, routes: list[_Route], wants_ack: bool) -> None:
+        """Give ``message`` to every consumer of ``routes``, then ack it (the application has it)."""
+        self._seen.add(message.message_id)
+        for route in routes:
             for subscription in route.subscriptions:
                 subscription._put(message)
             for callback in route.callbacks:
-                self._call(callback, payload, timestamp)
-        if routed:
-            self.stats.delivered += 1
-        else:
+                self._call(callback, message.data, message.timestamp)
+        self.stats.delivered += 1
+        if wants_ack:
+            self._ack(message.topic, message.message_id)
+
+    def _hold(self, message: Message, wants_ack: bool) -> None:
+        """Keep a message no route matches yet, unacked, for ``UNROUTED_GRACE_S``."""
+        held = self._unrouted
+        if message.message_id in held:
+            return  # a redelivery of one already held
+        if len(held) >= UNROUTED_CAPACITY:
+            del held[next(iter(held))]
+            self.stats.unrouted += 1
+        loop = asyncio.get_running_loop()
+        held[message.message_id] = (message, wants_ack, loop.time())
+        self.stats.held += 1
+        if self._unrouted_timer is None:
+            self._unrouted_timer = loop.call_later(UNROUTED_GRACE_S, self._drop_unclaimed)
+
+    def _route_held(self) -> None:
+        """A route got a consumer: hand it the held messages it matches."""
+        for message_id, (message, wants_ack, _) in list(self._unrouted.items()):
+            routes = self._routes_of(message.topic)
+            if routes and self._unrouted.pop(message_id, None) is not None:
+                self.stats.routed_late += 1
+                self._hand_over(message, routes, wants_ack)
+
+    def _drop_unclaimed(self) -> None:
+        """Drop held messages whose grace ended (unacked: the broker redelivers them); re-arm for the rest."""
+        self._unrouted_timer = None
+        loop = asyncio.get_running_loop()
+        horizon = loop.time() - UNROUTED_GRACE_S
+        held = self._unrouted
+        while held:
+            message_id, (_, _, arrived) = next(iter(held.items()))
+            if arrived > horizon:
+                self._unrouted_timer = loop.call_later(arrived - horizon, self._drop_unclaimed)
+                return
+            del held[message_id]
             self.stats.unrouted += 1
 
     def _ack(self, topic: str, message_id: str) -> None:

@@ -25,18 +25,27 @@ class Message:
 
     Attributes:
         topic: the topic it was published on (not the filter that matched it).
-        payload: the plaintext: ``str`` or ``bytes`` as the sender gave it (v2); for v1,
+        data: the plaintext: ``str`` or ``bytes`` as the sender gave it (v2); for v1,
             ``str`` when it is valid UTF-8, else ``bytes``.
         timestamp: the publisher's timestamp, in milliseconds since the epoch.
         message_id: the publisher's ``messageId``.
         retry: 0 for the first delivery, k for the broker's k-th redelivery.
+        qos: 1 (at least once: the client acks it) or 0 (at most once: no ack).
+        retained: a topic's retained message, sent because a subscription matched it.
     """
 
     topic: str
-    payload: str | bytes
+    data: str | bytes
     timestamp: int | float
     message_id: str
     retry: int = 0
+    qos: int = 1
+    retained: bool = False
+
+    @property
+    def payload(self) -> str | bytes:
+        """The plaintext, the same as ``data`` (the name of earlier releases)."""
+        return self.data
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +76,11 @@ class ClientStats:
         delivered: messages handed to callbacks and iterators (after dedup and checks).
         duplicates: redelivered messageIds already handed over (acked again, not delivered).
         rejected: messages that failed their envelope check: not acked, not delivered.
-        unrouted: verified messages no local subscription wanted (acked, dropped).
+        held: verified messages that came before any matching ``get``/``subscribe`` (a durable
+            resume sends what it held right after ``init``) and were kept, not acked, for a route.
+        routed_late: held messages handed over when a matching route was registered.
+        unrouted: held messages no route claimed within ``UNROUTED_GRACE_S`` (or over
+            ``UNROUTED_CAPACITY``): dropped and **not** acked, so the broker keeps them.
         acks_sent: ``ack`` frames sent.
         reconnects: successful reconnects.
     """
@@ -78,6 +91,8 @@ class ClientStats:
     delivered: int = 0
     duplicates: int = 0
     rejected: int = 0
+    held: int = 0
+    routed_late: int = 0
     unrouted: int = 0
     acks_sent: int = 0
     reconnects: int = 0
