@@ -1,8 +1,11 @@
 """orjson bytes <-> fastPort frames, with the shape and type checks of every field.
 
-``decode`` turns one text-frame payload into a typed client frame or raises a
-``ProtocolError`` subclass that names the offending field. The ``encode_*`` helpers
-build server frames as bytes, ready to be written to any number of connections.
+The broker's side: ``decode`` turns one text-frame payload into a typed client frame or raises a
+``ProtocolError`` subclass that names the offending field; ``encode``, ``encode_error`` and
+``encode_message`` build server frames as bytes, ready to be written to any number of connections.
+
+The client's side: ``encode_client`` writes a typed client frame, ``decode_server`` reads a server
+frame into its typed form (``frames.ServerFrame``), with the same field checks.
 """
 
 from __future__ import annotations
@@ -18,13 +21,21 @@ from fastport.protocol import frames
 from fastport.protocol.frames import (
     QOS_AT_LEAST_ONCE,
     Ack,
+    AckReceived,
     ClientFrame,
     Disconnect,
+    Error,
     FileControl,
     Init,
+    InitResponse,
+    Message,
     Publish,
+    PublishResponse,
+    ServerFrame,
     Subscribe,
+    SubscribeResponse,
     Unsubscribe,
+    UnsubscribeResponse,
     Will,
 )
 
@@ -289,3 +300,206 @@ def encode_message(
     if retained:
         body["retained"] = True
     return orjson.dumps(body)
+
+
+# ------------------------------------------------------------------------------------- the client's side
+
+
+def _will_body(will: Will) -> dict[str, Any]:
+    body: dict[str, Any] = {"topic": will.topic, "data": will.data}
+    if will.hash is not None:
+        body["hash"] = will.hash
+    if will.qos != QOS_AT_LEAST_ONCE:
+        body["qos"] = will.qos
+    if will.retain:
+        body["retain"] = True
+    return body
+
+
+def encode_client(frame: ClientFrame) -> bytes:
+    """Encode one client frame, with only the optional fields that differ from their default.
+
+    ``FileControl`` is written as its ``raw`` text (which carries the fields the broker does not read).
+    """
+    body: dict[str, Any]
+    if isinstance(frame, Publish):
+        body = {"type": frames.PUBLISH, "topic": frame.topic, "data": frame.data}
+        if frame.hash is not None:
+            body["hash"] = frame.hash
+        if frame.timestamp is not None:
+            body["timestamp"] = frame.timestamp
+        body["messageId"] = frame.message_id
+        if frame.qos != QOS_AT_LEAST_ONCE:
+            body["qos"] = frame.qos
+        if frame.retain:
+            body["retain"] = True
+    elif isinstance(frame, Ack):
+        body = {"type": frames.ACK}
+        if frame.topic is not None:
+            body["topic"] = frame.topic
+        body["messageId"] = frame.message_id
+    elif isinstance(frame, Subscribe):
+        body = {"type": frames.SUBSCRIBE, "topic": frame.topic}
+        if frame.qos != QOS_AT_LEAST_ONCE:
+            body["qos"] = frame.qos
+    elif isinstance(frame, Unsubscribe):
+        body = {"type": frames.UNSUBSCRIBE, "topic": frame.topic}
+    elif isinstance(frame, Init):
+        body = {"type": frames.INIT, "sessionName": frame.session_name, "password": frame.password}
+        if frame.user_id is not None:
+            body["userId"] = frame.user_id
+        if frame.client_id is not None:
+            body["clientId"] = frame.client_id
+        if frame.durable:
+            body["durable"] = True
+        if frame.will is not None:
+            body["will"] = _will_body(frame.will)
+    elif isinstance(frame, Disconnect):
+        body = {"type": frames.DISCONNECT}
+    else:
+        return frame.raw
+    return orjson.dumps(body)
+
+
+def _optional_int(obj: dict[str, Any], name: str) -> int | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(name, "an integer")
+    return value
+
+
+def _success(obj: dict[str, Any]) -> bool:
+    value = obj.get("success")
+    if not isinstance(value, bool):
+        raise _invalid("success", "true or false")
+    return value
+
+
+def _refusal(obj: dict[str, Any]) -> tuple[str | None, int | None, str | None]:
+    """``error``, ``code`` and ``field`` of a response (None on a success)."""
+    return (
+        _optional_str(obj, "error", max_length=1 << 16),
+        _optional_int(obj, "code"),
+        _optional_str(obj, "field", max_length=MAX_NAME_LENGTH),
+    )
+
+
+def _decode_init_response(obj: dict[str, Any], raw: bytes) -> InitResponse:
+    resumed = obj.get("resumed")
+    if resumed is not None and not isinstance(resumed, bool):
+        raise _invalid("resumed", "true or false")
+    filters = obj.get("subscriptions")
+    subscriptions: tuple[str, ...] | None = None
+    if filters is not None:
+        if not isinstance(filters, list) or not all(isinstance(item, str) for item in filters):
+            raise _invalid("subscriptions", "a list of strings")
+        subscriptions = tuple(filters)
+    error, code, field = _refusal(obj)
+    return InitResponse(
+        success=_success(obj),
+        session_name=_optional_str(obj, "sessionName", max_length=MAX_NAME_LENGTH),
+        resumed=resumed,
+        subscriptions=subscriptions,
+        error=error,
+        code=code,
+        field=field,
+    )
+
+
+def _decode_subscribe_response(obj: dict[str, Any], raw: bytes) -> SubscribeResponse:
+    error, code, field = _refusal(obj)
+    topic = _optional_str(obj, "topic", max_length=1 << 20)
+    return SubscribeResponse(success=_success(obj), topic=topic, error=error, code=code, field=field)
+
+
+def _decode_unsubscribe_response(obj: dict[str, Any], raw: bytes) -> UnsubscribeResponse:
+    error, code, field = _refusal(obj)
+    topic = _optional_str(obj, "topic", max_length=1 << 20)
+    return UnsubscribeResponse(success=_success(obj), topic=topic, error=error, code=code, field=field)
+
+
+def _decode_publish_response(obj: dict[str, Any], raw: bytes) -> PublishResponse:
+    error, code, field = _refusal(obj)
+    delivered_to = _optional_int(obj, "deliveredTo")
+    return PublishResponse(
+        success=_success(obj),
+        message_id=_optional_str(obj, "messageId", max_length=MAX_ID_LENGTH),
+        delivered_to=0 if delivered_to is None else delivered_to,
+        duplicate=_flag(obj, "duplicate"),
+        error=error,
+        code=code,
+        field=field,
+    )
+
+
+def _decode_ack_received(obj: dict[str, Any], raw: bytes) -> AckReceived:
+    return AckReceived(
+        message_id=_field(obj, "messageId", max_length=MAX_ID_LENGTH),
+        topic=_optional_str(obj, "topic", max_length=1 << 20),
+    )
+
+
+def _decode_message(obj: dict[str, Any], raw: bytes) -> Message:
+    retry = _optional_int(obj, "retry")
+    if retry is not None and retry < 0:
+        raise _invalid("retry", "a count >= 0")
+    return Message(
+        topic=_field(obj, "topic"),
+        data=_field(obj, "data"),
+        message_id=_field(obj, "messageId", max_length=MAX_ID_LENGTH),
+        timestamp=_timestamp(obj),
+        hash=_optional_str(obj, "hash", max_length=MAX_ID_LENGTH),
+        retry=retry or 0,
+        qos=_qos(obj),
+        retained=_flag(obj, "retained"),
+    )
+
+
+def _decode_error(obj: dict[str, Any], raw: bytes) -> Error:
+    return Error(
+        error=_field(obj, "error", max_length=1 << 16),
+        code=_optional_int(obj, "code"),
+        field=_optional_str(obj, "field", max_length=MAX_NAME_LENGTH),
+        message_id=_optional_str(obj, "messageId", max_length=MAX_ID_LENGTH),
+        topic=_optional_str(obj, "topic", max_length=1 << 20),
+        dropped=_optional_int(obj, "dropped"),
+    )
+
+
+_SERVER_DECODERS: Final[dict[object, Callable[[dict[str, Any], bytes], ServerFrame]]] = {
+    frames.INIT_RESPONSE: _decode_init_response,
+    frames.SUBSCRIBE_RESPONSE: _decode_subscribe_response,
+    frames.UNSUBSCRIBE_RESPONSE: _decode_unsubscribe_response,
+    frames.PUBLISH_RESPONSE: _decode_publish_response,
+    frames.ACK_RECEIVED: _decode_ack_received,
+    frames.MESSAGE: _decode_message,
+    frames.ERROR: _decode_error,
+    frames.INIT_FILE: _decode_file_control,
+    frames.END_FILE: _decode_file_control,
+}
+
+
+def server_frame_of(obj: dict[str, Any], payload: bytes) -> ServerFrame:
+    """The typed server frame of a parsed object (``payload`` is its raw text, kept by file frames).
+
+    Raises:
+        ProtocolError: unknown ``type``, or a missing or wrong-typed field (``field`` names it).
+    """
+    frame_type = obj.get("type")
+    decoder = _SERVER_DECODERS.get(frame_type) if isinstance(frame_type, str) else None
+    if decoder is None:
+        raise ProtocolError("Unknown message type", code=ErrorCode.UNKNOWN_TYPE, field="type")
+    return decoder(obj, payload)
+
+
+def decode_server(payload: bytes) -> ServerFrame:
+    """Decode one server text-frame payload into its typed frame (``parse`` then ``server_frame_of``).
+
+    Raises:
+        InvalidUtf8: the payload is not valid UTF-8.
+        ProtocolError: invalid JSON, not an object, unknown ``type``, or a missing or wrong-typed
+            field (``field`` names it).
+    """
+    return server_frame_of(parse(payload), payload)
