@@ -33,6 +33,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "broker": ("picows", "redis", "sqlite3", "fastport.engines", "fastport.server", "fastport.client"),
     "engines": ("picows", "fastport.server", "fastport.client"),
     "client": ("fastport.broker", "fastport.server", "fastport.engines", "fastport._speedups"),
+    # The sans-I/O core: bytes and times in, events and bytes out (the asyncio adapter is client/client.py).
+    "client/protocol": ("asyncio", "picows", "socket", "time", "fastport.broker", "fastport.server"),
 }
 
 
