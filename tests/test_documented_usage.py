@@ -63,20 +63,6 @@ EXEMPT: dict[tuple[str, str], str] = {
     ("README.md", 'pip install -e ".[test]" && pytest'): (
         "CI's own command: the tests must not download packages, and a test cannot run the suite it belongs to"
     ),
-    # Until the CLI section is rewritten with the new pub/sub flags: once its text changes this entry names no
-    # block, test_every_block_is_code_to_run_text_or_exempt fails, and the entry goes so that the block runs.
-    (
-        "docs/client.md",
-        (
-            "fastport keygen                                   # a new base64 AES-256 key for a session's clients\n"
-            "export FASTPORT_URL=ws://127.0.0.1:3000 FASTPORT_SESSION=demo FASTPORT_PASSWORD=s3cret FASTPORT_KEY=...\n"
-            "fastport sub 'sensors/#' --count 10               # prints \"<topic> <message>\" per decrypted message\n"
-            'fastport pub sensors/room1/temp 21.5 --wait-ack   # prints "<messageId> delivered to <n> [acked]"'
-        ),
-    ): (
-        "FASTPORT_KEY=... is a placeholder, not a key (sub exits 2: unusable key); it runs as soon as the line sets "
-        "the key the line above printed, e.g. FASTPORT_KEY=$(fastport keygen)"
-    ),
 }
 
 #: (document, a line of a python block) -> patterns its output must show, one per promised line.
