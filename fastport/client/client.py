@@ -1,5 +1,10 @@
 """The asyncio fastport client: publish and subscribe over one WebSocket, with end-to-end envelopes.
 
+``Client`` is the asyncio + picows adapter over ``ClientProtocol`` (``fastport/client/protocol.py``), the
+sans-I/O core that decides every rule below: this module connects, feeds it the received text frames and the
+loop's time, writes what it wants sent, runs one ``loop.call_at`` for its next deadline, resolves the futures
+``emit``/``get`` wait on, calls callbacks and fills iterators, and supervises reconnects.
+
 Lifetimes and rules (``docs/protocol.md`` §3 for the frames):
 
 * One connection at a time. When it is lost the client reconnects with backoff
@@ -30,13 +35,10 @@ import inspect
 import logging
 import ssl
 import time
-import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, KeysView
 from dataclasses import replace
-from typing import Any, Final, Literal, Self, cast
+from typing import Any, Final, Literal, Self, Union, cast
 
-import orjson
 from picows import (
     WSCloseCode,
     WSError,
@@ -48,21 +50,30 @@ from picows import (
 )
 
 from fastport.client.backoff import ReconnectPolicy
-from fastport.client.crypto import EnvelopeCipher, EnvelopeVersion
-from fastport.client.errors import (
-    AckTimeout,
-    ConnectionClosed,
-    EnvelopeError,
-    InitRefused,
-    PublishRefused,
-    RequestRefused,
-    SessionEnded,
-    wire_code,
+from fastport.client.crypto import EnvelopeVersion
+from fastport.client.errors import AckTimeout, ConnectionClosed, EnvelopeError, InitRefused, SessionEnded
+from fastport.client.protocol import (
+    UNROUTED_CAPACITY,
+    UNROUTED_GRACE_S,
+    BrokerError,
+    ClientProtocol,
+    Event,
+    FrameIgnored,
+    InitAccepted,
+    InitFailed,
+    MessageDropped,
+    MessageReceived,
+    MessageRejected,
+    PublishAnswered,
+    PublishConfirmed,
+    PublishFailed,
+    RouteEnded,
+    SubscribeAnswered,
+    UnsubscribeAnswered,
 )
-from fastport.client.seen_ids import DEFAULT_CAPACITY, SeenIds
-from fastport.client.values import ClientStats, ConnectionState, Message, PublishResult
+from fastport.client.seen_ids import DEFAULT_CAPACITY
+from fastport.client.values import ConnectionState, Message, PublishResult
 from fastport.errors import CloseCode, ConfigError
-from fastport.protocol.topics import filter_matches, validate_filter, validate_topic
 
 logger = logging.getLogger("fastport.client")
 
@@ -76,15 +87,21 @@ FINAL_CLOSE_CODES: Final = frozenset({CloseCode.SESSION_DROPPED, CloseCode.SESSI
 #: At most one "rejected message" warning per this many seconds (the rest are counted).
 REJECT_WARNING_INTERVAL_S: Final = 1.0
 DISCONNECT_TIMEOUT_S: Final = 2.0
-#: How long a verified message that no route matches yet is kept for one (unacked) before it is dropped.
-UNROUTED_GRACE_S: Final = 2.0
-#: Messages kept for a route at most (the oldest is dropped, unacked, beyond).
-UNROUTED_CAPACITY: Final = 10_000
 DEFAULT_MAX_FRAME_SIZE: Final = 64 << 20
 
 _TEXT: Final = WSMsgType.TEXT
 _CONTINUATION: Final = WSMsgType.CONTINUATION
 _CLOSE: Final = WSMsgType.CLOSE
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "UNROUTED_CAPACITY",
+    "UNROUTED_GRACE_S",
+    "Client",
+    "MessageCallback",
+    "StateCallback",
+    "Subscription",
+]
 
 
 class _Listener(WSListener):
@@ -122,41 +139,8 @@ class _Listener(WSListener):
         self._client._on_disconnected(self)
 
 
-class _Outgoing:
-    """An unconfirmed publish: its frame (re-sent verbatim) and the futures ``emit`` waits on."""
-
-    __slots__ = ("message_id", "frame", "qos", "response", "ack", "answered", "acked", "retries", "timer")
-
-    def __init__(
-        self,
-        message_id: str,
-        frame: bytes,
-        qos: int,
-        response: asyncio.Future[PublishResult],
-        ack: asyncio.Future[None] | None,
-    ) -> None:
-        self.message_id = message_id
-        self.frame = frame
-        self.qos = qos
-        self.response = response
-        self.ack = ack
-        self.answered = False
-        self.acked = False
-        self.retries = 0
-        self.timer: asyncio.TimerHandle | None = None
-
-
-class _Route:
-    """One topic filter of this client and everything that consumes its messages."""
-
-    __slots__ = ("topic", "qos", "callbacks", "subscriptions", "ready")
-
-    def __init__(self, topic: str, qos: int, ready: asyncio.Future[None]) -> None:
-        self.topic = topic
-        self.qos = qos
-        self.callbacks: list[MessageCallback] = []
-        self.subscriptions: list[Subscription] = []
-        self.ready = ready  # resolved by the first subscribe_response for this filter
+Consumer = Union[MessageCallback, "Subscription"]
+"""What a route hands messages to: a ``get`` callback or a ``subscribe`` iterator."""
 
 
 class Subscription:
@@ -168,16 +152,17 @@ class Subscription:
     refused the subscription).
     """
 
-    def __init__(self, client: Client, route: _Route) -> None:
+    def __init__(self, client: Client, topic: str, ready: asyncio.Future[None]) -> None:
         self._client = client
-        self._route = route
+        self._topic = topic
+        self._ready = ready
         self._queue: asyncio.Queue[Message | BaseException | None] = asyncio.Queue()
         self._finished = False
 
     @property
     def topic(self) -> str:
         """The topic filter this subscription follows."""
-        return self._route.topic
+        return self._topic
 
     def __aiter__(self) -> Subscription:
         return self
@@ -201,12 +186,11 @@ class Subscription:
             ConnectionClosed: the client closed (or the topic was unsubscribed) first.
             TimeoutError: no answer within the client's ``request_timeout_s`` while connected.
         """
-        await self._client._wait_ready(self._route)
+        await self._client._wait_ready(self._ready)
 
     def close(self) -> None:
         """Stop this iterator; the topic stays subscribed (see ``Client.unsubscribe``)."""
-        if self in self._route.subscriptions:
-            self._route.subscriptions.remove(self)
+        self._client._protocol.remove_consumer(self._topic, self)
         self._end(None)
 
     def _put(self, message: Message) -> None:
@@ -276,12 +260,21 @@ class Client:
         if retry_interval_s <= 0 or max_retries < 0 or request_timeout_s <= 0:
             raise ConfigError("need retry_interval_s > 0, max_retries >= 0 and request_timeout_s > 0")
         try:
-            self._cipher = EnvelopeCipher(key, session_name)
+            self._protocol: ClientProtocol[Consumer] = ClientProtocol(
+                session_name,
+                password,
+                key,
+                client_id=client_id,
+                durable=durable,
+                envelope=envelope,
+                retry_interval_s=retry_interval_s,
+                max_retries=max_retries,
+                dedup_capacity=dedup_capacity,
+            )
         except EnvelopeError as exc:
             raise ConfigError(f"unusable key: {exc.error}") from None
         self.url = url
         self.session_name = session_name
-        self._password = password
         self.client_id = client_id
         self.durable = durable
         self.envelope: EnvelopeVersion = envelope
@@ -293,21 +286,21 @@ class Client:
         self._ssl_context = ssl_context
         self._on_state = on_state
         self._max_frame_size = max_frame_size
-        self.stats = ClientStats()
+        self.stats = self._protocol.stats
         self.resumed = False
         self._state = ConnectionState.CLOSED
-        self._seen = SeenIds(dedup_capacity)
-        self._routes: dict[str, _Route] = {}
-        #: messageId -> (message, ack it when handed over, loop time it arrived), oldest first.
-        self._unrouted: dict[str, tuple[Message, bool, float]] = {}
-        self._unrouted_timer: asyncio.TimerHandle | None = None
-        self._outgoing: dict[str, _Outgoing] = {}
-        self._unsubscribing: dict[str, deque[asyncio.Future[None]]] = {}
+        #: topic filter -> resolved by the first subscribe_response (one per route of the protocol).
+        self._ready: dict[str, asyncio.Future[None]] = {}
+        #: messageId -> the futures ``emit`` waits on: the answer, and the ack when it waits for one.
+        self._emits: dict[str, tuple[asyncio.Future[PublishResult], asyncio.Future[None] | None]] = {}
+        #: unsubscribe request id -> its waiter.
+        self._unsubscribing: dict[int, asyncio.Future[None]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._transport: WSTransport | None = None
         self._listener: _Listener | None = None
-        self._init_waiter: asyncio.Future[dict[str, Any]] | None = None
-        self._open = False
+        self._init_waiter: asyncio.Future[InitAccepted] | None = None
         self._started = False
         self._closing = False
         self._error: BaseException | None = None
@@ -326,6 +319,11 @@ class Client:
     def state(self) -> ConnectionState:
         """The current connection state."""
         return self._state
+
+    @property
+    def _outgoing(self) -> KeysView[str]:
+        """The messageIds of the unconfirmed publishes (``fastport/client/commands.py`` reads it)."""
+        return self._emits.keys()
 
     @property
     def error(self) -> BaseException | None:
@@ -446,74 +444,19 @@ class Client:
             ConnectionClosed: the client closed, or stopped on an error (then that error).
         """
         self._check_usable()
-        validate_topic(topic)
-        if qos not in (0, 1):
-            raise ValueError("qos must be 0 or 1")
-        message_id = str(uuid.uuid4())
-        sealed = self._cipher.seal(message, version=self.envelope, topic=topic, message_id=message_id)
-        body: dict[str, Any] = {
-            "type": "publish",
-            "topic": topic,
-            "data": sealed.data,
-            "hash": sealed.hash,
-            "timestamp": int(time.time() * 1000),
-            "messageId": message_id,
-        }
-        if qos == 0:
-            body["qos"] = 0
-        if retain:
-            body["retain"] = True
         loop = asyncio.get_running_loop()
-        ack = loop.create_future() if wait_ack and qos == 1 else None
-        out = _Outgoing(message_id, orjson.dumps(body), qos, loop.create_future(), ack)
-        self._outgoing[message_id] = out
-        self._send_publish(out)
-        result = await out.response
+        message_id = self._protocol.publish(
+            topic, message, qos=qos, retain=retain, now=loop.time(), timestamp_ms=int(time.time() * 1000)
+        )
+        response: asyncio.Future[PublishResult] = loop.create_future()
+        ack: asyncio.Future[None] | None = loop.create_future() if wait_ack and qos == 1 else None
+        self._emits[message_id] = (response, ack)
+        self._flush()
+        result = await response
         if ack is not None and result.delivered_to > 0 and not result.acked:
             await ack
             result = replace(result, acked=True)
         return result
-
-    def _send_publish(self, out: _Outgoing) -> None:
-        if self._send(out.frame):
-            self.stats.published += 1
-        self._arm(out)
-
-    def _arm(self, out: _Outgoing) -> None:
-        if out.timer is not None:
-            out.timer.cancel()
-        out.timer = asyncio.get_running_loop().call_later(self.retry_interval_s, self._on_publish_timer, out)
-
-    def _on_publish_timer(self, out: _Outgoing) -> None:
-        out.timer = None
-        if self._outgoing.get(out.message_id) is not out or not self._open:
-            return  # confirmed, or disconnected: the reconnect re-sends it
-        if out.retries >= self.max_retries:
-            what = "ack_received" if out.answered else "publish_response"
-            logger.warning("publish %s: no %s after %d re-sends; giving up", out.message_id, what, out.retries)
-            self._complete(out, AckTimeout(f"no {what} for message {out.message_id} after {out.retries} re-sends"))
-            return
-        out.retries += 1
-        self.stats.republished += 1
-        self._send_publish(out)
-
-    def _complete(self, out: _Outgoing, error: BaseException | None = None) -> None:
-        """Stop tracking ``out``; fail whichever future ``emit`` is (or will be) waiting on."""
-        if self._outgoing.get(out.message_id) is out:
-            del self._outgoing[out.message_id]
-        if out.timer is not None:
-            out.timer.cancel()
-            out.timer = None
-        if error is None:
-            if out.ack is not None and not out.ack.done():
-                out.ack.set_result(None)
-            return
-        if not out.response.done():
-            out.response.set_exception(error)
-            if out.ack is not None:
-                out.ack.cancel()  # emit raises at the response and never awaits the ack
-        elif out.ack is not None and not out.ack.done():
-            out.ack.set_exception(error)
 
     # ---------------------------------------------------------------- subscribing
 
@@ -533,10 +476,8 @@ class Client:
             RequestRefused: the broker refused the subscription.
             TimeoutError: no answer within ``request_timeout_s`` while connected.
         """
-        route = self._route(topic, qos)
-        route.callbacks.append(callback)
-        self._route_held()
-        await self._wait_ready(route)
+        ready = self._add_route(topic, qos, lambda ready: callback)
+        await self._wait_ready(ready)
 
     def subscribe(self, topic: str, *, qos: Literal[0, 1] = 1) -> Subscription:
         """Subscribe to ``topic`` (a filter) and return an async iterator over its messages.
@@ -547,10 +488,15 @@ class Client:
         Raises:
             InvalidTopic: a bad filter.
         """
-        route = self._route(topic, qos)
-        subscription = Subscription(self, route)
-        route.subscriptions.append(subscription)
-        self._route_held()
+        subscription: Subscription | None = None
+
+        def make(ready: asyncio.Future[None]) -> Subscription:
+            nonlocal subscription
+            subscription = Subscription(self, topic, ready)
+            return subscription
+
+        self._add_route(topic, qos, make)
+        assert subscription is not None
         return subscription
 
     async def unsubscribe(self, topic: str) -> None:
@@ -560,56 +506,53 @@ class Client:
             RequestRefused: the broker refused (it did not know the subscription).
             TimeoutError: no answer within ``request_timeout_s``.
         """
-        route = self._routes.pop(topic, None)
-        if route is not None:
-            self._end_route(route, None)
-        if not self._open:
-            return  # the next connection simply does not resubscribe it
+        request_id, consumers = self._protocol.unsubscribe(topic)
+        self._end_route(self._ready.pop(topic, None), consumers, None)
+        if request_id is None:
+            return  # not connected: the next connection simply does not resubscribe it
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._unsubscribing.setdefault(topic, deque()).append(waiter)
-        self._send(orjson.dumps({"type": "unsubscribe", "topic": topic}))
+        self._unsubscribing[request_id] = waiter
+        self._flush()
         await asyncio.wait_for(waiter, self.request_timeout_s)
 
-    def _route(self, topic: str, qos: int) -> _Route:
+    def _add_route(
+        self, topic: str, qos: int, consumer_for: Callable[[asyncio.Future[None]], Consumer]
+    ) -> asyncio.Future[None]:
+        """Register the consumer ``consumer_for(ready)`` on ``topic``; return the future of its first answer."""
         self._check_usable()
-        validate_filter(topic)
-        if qos not in (0, 1):
-            raise ValueError("qos must be 0 or 1")
-        route = self._routes.get(topic)
-        if route is None:
-            ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ready = self._ready.get(topic)
+        fresh = ready is None
+        if ready is None:
+            ready = asyncio.get_running_loop().create_future()
             # Mark a refusal as retrieved even when no iterator ever awaits it.
             ready.add_done_callback(lambda f: f.cancelled() or f.exception())
-            route = self._routes[topic] = _Route(topic, qos, ready)
-            self._send_subscribe(route)
-        return route
+        events = self._protocol.add_route(topic, consumer_for(ready), qos=qos)  # raises on a bad filter or qos
+        if fresh:
+            self._ready[topic] = ready
+        self._handle(events)
+        return ready
 
-    def _send_subscribe(self, route: _Route) -> None:
-        body: dict[str, Any] = {"type": "subscribe", "topic": route.topic}
-        if route.qos != 1:
-            body["qos"] = route.qos
-        self._send(orjson.dumps(body))
-
-    async def _wait_ready(self, route: _Route) -> None:
-        if route.ready.done():
-            return route.ready.result()
-        if self._open:
-            await asyncio.wait_for(asyncio.shield(route.ready), self.request_timeout_s)
+    async def _wait_ready(self, ready: asyncio.Future[None]) -> None:
+        if ready.done():
+            return ready.result()
+        if self._protocol.is_open:
+            await asyncio.wait_for(asyncio.shield(ready), self.request_timeout_s)
         else:
-            await asyncio.shield(route.ready)
+            await asyncio.shield(ready)
 
-    def _end_route(self, route: _Route, error: BaseException | None) -> None:
-        if not route.ready.done():
-            route.ready.set_exception(error or ConnectionClosed("subscription ended"))
-        for subscription in route.subscriptions:
-            subscription._end(error)
-        route.subscriptions.clear()
-        route.callbacks.clear()
+    def _end_route(
+        self, ready: asyncio.Future[None] | None, consumers: tuple[Consumer, ...], error: BaseException | None
+    ) -> None:
+        if ready is not None and not ready.done():
+            ready.set_exception(error or ConnectionClosed("subscription ended"))
+        for consumer in consumers:
+            if isinstance(consumer, Subscription):
+                consumer._end(error)
 
     # --------------------------------------------------------------- connections
 
     async def _connect(self) -> _Listener:
-        """Open a connection, ``init`` it, resubscribe and re-send; return its listener."""
+        """Open a connection and ``init`` it (the protocol then resubscribes and re-sends); return its listener."""
         transport, ws_listener = await ws_connect(
             lambda: _Listener(self),
             self.url,
@@ -629,29 +572,20 @@ class Client:
             transport.disconnect(graceful=False)
             raise ConnectionClosed("connection lost during the WebSocket handshake")
         self._transport, self._listener = transport, listener
-        body: dict[str, Any] = {"type": "init", "sessionName": self.session_name, "password": self._password}
-        if self.client_id is not None:
-            body["clientId"] = self.client_id
-        if self.durable:
-            body["durable"] = True
-        waiter = self._init_waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._init_waiter = loop.create_future()
         try:
-            transport.send(_TEXT, orjson.dumps(body))
-            response = await asyncio.wait_for(waiter, self.request_timeout_s)
+            self._protocol.connection_made(loop.time())
+            self._flush()
+            accepted = await asyncio.wait_for(waiter, self.request_timeout_s)
         except BaseException:
             transport.disconnect(graceful=False)
             raise
         finally:
             self._init_waiter = None
-        self.resumed = response.get("resumed") is True
-        self._open = True
+        # The protocol opened at init_response and queued the resubscribes and re-sends, already written.
+        self.resumed = accepted.resumed
         logger.info("connected to session %r%s", self.session_name, " (resumed)" if self.resumed else "")
-        # Same tick as _open: every emit and subscribe from now on goes straight out.
-        for route in self._routes.values():
-            self._send_subscribe(route)
-        for out in list(self._outgoing.values()):
-            self.stats.republished += 1
-            self._send_publish(out)
         self._set_state(ConnectionState.CONNECTED)
         return listener
 
@@ -709,7 +643,6 @@ class Client:
     def _on_disconnected(self, listener: _Listener) -> None:
         if listener is not self._listener:
             return
-        self._open = False
         self._transport = None
         waiter = self._init_waiter
         if waiter is not None and not waiter.done():
@@ -718,12 +651,7 @@ class Client:
                     "connection closed during init", close_code=listener.close_code, reason=listener.close_reason
                 )
             )
-        # The new connection will not hold this subscription: the unsubscribe is done.
-        for waiters in self._unsubscribing.values():
-            for unsub in waiters:
-                if not unsub.done():
-                    unsub.set_result(None)
-        self._unsubscribing.clear()
+        self._handle(self._protocol.connection_lost(asyncio.get_running_loop().time()))
         if not self._closing:
             self._set_state(ConnectionState.RECONNECTING)
 
@@ -732,23 +660,12 @@ class Client:
         if self._closing:
             return
         self._closing = True
-        self._open = False
         self._error = error
-        if self._unrouted_timer is not None:
-            self._unrouted_timer.cancel()
-            self._unrouted_timer = None
-        self._unrouted.clear()
-        ended = error or ConnectionClosed("client closed")
-        for out in list(self._outgoing.values()):
-            self._complete(out, ended)
-        for route in self._routes.values():
-            self._end_route(route, error)
-        self._routes.clear()
-        for waiters in self._unsubscribing.values():
-            for unsub in waiters:
-                if not unsub.done():
-                    unsub.set_exception(ended)
-        self._unsubscribing.clear()
+        self._handle(self._protocol.close(error))
+        self._ready.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_at = None
         closed = self._closed
         if closed is not None and not closed.done():
             if error is None:
@@ -794,213 +711,123 @@ class Client:
         if not task.cancelled() and task.exception() is not None:
             logger.error("async callback raised", exc_info=task.exception())
 
-    def _send(self, frame: bytes) -> bool:
-        transport = self._transport
-        if not self._open or transport is None or transport.is_disconnected:
-            return False
-        transport.send(_TEXT, frame)
-        return True
-
-    # -------------------------------------------------------------- frames in
+    # ------------------------------------------------------------ the protocol's I/O
 
     def _on_text(self, listener: _Listener, payload: bytes) -> None:
         if listener is not self._listener:
             return  # a late frame of a connection already replaced
         try:
-            frame = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            logger.warning("ignoring a frame that is not JSON")
-            return
-        if not isinstance(frame, dict):
-            logger.warning("ignoring a frame that is not a JSON object")
-            return
-        handler = self._handlers.get(frame.get("type"))  # type: ignore[arg-type]
-        if handler is None:
-            logger.warning("ignoring a frame of unknown type %r", str(frame.get("type"))[:64])
-            return
-        try:
-            handler(self, frame)
+            events = self._protocol.receive(payload, asyncio.get_running_loop().time())
         except Exception:
-            logger.exception("failed to handle a %r frame", frame.get("type"))
-
-    def _on_init_response(self, frame: dict[str, Any]) -> None:
-        waiter = self._init_waiter
-        if waiter is None or waiter.done():
+            logger.exception("failed to handle a frame")
             return
-        if frame.get("success") is True:
-            waiter.set_result(frame)
-        else:
-            error = str(frame.get("error", "init refused"))
-            waiter.set_exception(InitRefused(error, response_type="init_response", code=wire_code(frame.get("code"))))
+        self._handle(events)
 
-    def _on_subscribe_response(self, frame: dict[str, Any]) -> None:
-        topic = frame.get("topic")
-        route = self._routes.get(topic) if isinstance(topic, str) else None
-        if route is None:
+    def _flush(self) -> None:
+        """Write what the protocol queued, then keep one timer at its next deadline."""
+        data = self._protocol.data_to_send()
+        transport = self._transport
+        if data and transport is not None and not transport.is_disconnected:
+            for payload in data:
+                transport.send(_TEXT, payload)
+        deadline = self._protocol.next_deadline()
+        if deadline == self._timer_at:
             return
-        if frame.get("success") is True:
-            if not route.ready.done():
-                route.ready.set_result(None)
-            return
-        error = RequestRefused(
-            str(frame.get("error", "subscribe refused")),
-            response_type="subscribe_response",
-            code=wire_code(frame.get("code")),
-        )
-        logger.warning("subscription to %r refused: %s", route.topic, error.error)
-        del self._routes[route.topic]
-        self._end_route(route, error)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = deadline
+        if deadline is not None:
+            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
 
-    def _on_unsubscribe_response(self, frame: dict[str, Any]) -> None:
-        topic = frame.get("topic")
-        waiters = self._unsubscribing.get(topic) if isinstance(topic, str) else None
-        if not waiters:
-            return
-        waiter = waiters.popleft()
-        if not waiters:
-            del self._unsubscribing[topic]  # type: ignore[arg-type]
-        if waiter.done():
-            return
-        if frame.get("success") is True:
-            waiter.set_result(None)
-        else:
-            waiter.set_exception(
-                RequestRefused(
-                    str(frame.get("error", "unsubscribe refused")),
-                    response_type="unsubscribe_response",
-                    code=wire_code(frame.get("code")),
-                )
-            )
+    def _on_timer(self) -> None:
+        deadline = self._timer_at
+        self._timer = self._timer_at = None
+        now = asyncio.get_running_loop().time()
+        # call_at may run a little before its time (the loop's clock resolution): the deadline is due.
+        self._handle(self._protocol.due(now if deadline is None else max(now, deadline)))
 
-    def _on_publish_response(self, frame: dict[str, Any]) -> None:
-        message_id = frame.get("messageId")
-        out = self._outgoing.get(message_id) if isinstance(message_id, str) else None
-        if out is None:
-            return
-        if frame.get("success") is not True:
-            error = str(frame.get("error", "publish refused"))
-            self._complete(out, PublishRefused(error, message_id=out.message_id, code=wire_code(frame.get("code"))))
-            return
-        delivered_to = frame.get("deliveredTo")
-        delivered = delivered_to if isinstance(delivered_to, int) else 0
-        first_answer = not out.answered
-        out.answered = True
-        if not out.response.done():
-            out.response.set_result(PublishResult(out.message_id, delivered, frame.get("duplicate") is True, out.acked))
-        if out.acked or out.qos == 0 or delivered == 0:
-            self._complete(out)
-        elif first_answer:
-            # Now waiting for ack_received. The re-sends already made still count: an answer to a
-            # re-send (``duplicate``) must not restart the count, or AckTimeout could never come.
-            self._arm(out)
+    def _handle(self, events: list[Event[Consumer]]) -> None:
+        """Act on the protocol's events (hand messages over, resolve futures), then flush its output."""
+        for event in events:
+            try:
+                self._on_event(event)
+            except Exception:
+                logger.exception("failed to handle %s", type(event).__name__)
+        self._flush()
 
-    def _on_ack_received(self, frame: dict[str, Any]) -> None:
-        message_id = frame.get("messageId")
-        out = self._outgoing.get(message_id) if isinstance(message_id, str) else None
-        if out is None:
-            return
-        out.acked = True
-        if out.answered:
-            self._complete(out)
-
-    def _on_message(self, frame: dict[str, Any]) -> None:
-        self.stats.received += 1
-        topic, data, message_id = frame.get("topic"), frame.get("data"), frame.get("messageId")
-        timestamp, retry, hash_ = frame.get("timestamp"), frame.get("retry", 0), frame.get("hash")
-        if not (
-            isinstance(topic, str)
-            and isinstance(data, str)
-            and isinstance(message_id, str)
-            and (hash_ is None or isinstance(hash_, str))
-            and isinstance(retry, int)
-        ):
-            self._reject("?", "?", "malformed message frame")
-            return
-        wants_ack = frame.get("qos") != 0
-        if self._seen.seen(message_id):
-            self.stats.duplicates += 1
-            if wants_ack:
-                self._ack(topic, message_id)
-            return
-        try:
-            payload = self._cipher.open(data, hash_, topic=topic, message_id=message_id)
-        except EnvelopeError as exc:
-            self._reject(topic, message_id, exc.error)
-            return
-        if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
-            timestamp = 0
-        message = Message(
-            topic, payload, timestamp, message_id, retry, 1 if wants_ack else 0, frame.get("retained") is True
-        )
-        routes = self._routes_of(topic)
-        if routes:
-            self._hand_over(message, routes, wants_ack)
-        else:
-            self._hold(message, wants_ack)
-
-    def _routes_of(self, topic: str) -> list[_Route]:
-        """The routes whose filter matches ``topic`` and that have a consumer."""
-        return [
-            route
-            for route in self._routes.values()
-            if (route.callbacks or route.subscriptions) and filter_matches(route.topic, topic)
-        ]
-
-    def _hand_over(self, message: Message, routes: list[_Route], wants_ack: bool) -> None:
-        """Give ``message`` to every consumer of ``routes``, then ack it (the application has it)."""
-        self._seen.add(message.message_id)
-        for route in routes:
-            for subscription in route.subscriptions:
-                subscription._put(message)
-            for callback in route.callbacks:
-                self._call(callback, message.data, message.timestamp)
-        self.stats.delivered += 1
-        if wants_ack:
-            self._ack(message.topic, message.message_id)
-
-    def _hold(self, message: Message, wants_ack: bool) -> None:
-        """Keep a message no route matches yet, unacked, for ``UNROUTED_GRACE_S``."""
-        held = self._unrouted
-        if message.message_id in held:
-            return  # a redelivery of one already held
-        if len(held) >= UNROUTED_CAPACITY:
-            del held[next(iter(held))]
-            self.stats.unrouted += 1
-        loop = asyncio.get_running_loop()
-        held[message.message_id] = (message, wants_ack, loop.time())
-        self.stats.held += 1
-        if self._unrouted_timer is None:
-            self._unrouted_timer = loop.call_later(UNROUTED_GRACE_S, self._drop_unclaimed)
-
-    def _route_held(self) -> None:
-        """A route got a consumer: hand it the held messages it matches."""
-        for message_id, (message, wants_ack, _) in list(self._unrouted.items()):
-            routes = self._routes_of(message.topic)
-            if routes and self._unrouted.pop(message_id, None) is not None:
-                self.stats.routed_late += 1
-                self._hand_over(message, routes, wants_ack)
-
-    def _drop_unclaimed(self) -> None:
-        """Drop held messages whose grace ended (unacked: the broker redelivers them); re-arm for the rest."""
-        self._unrouted_timer = None
-        loop = asyncio.get_running_loop()
-        horizon = loop.time() - UNROUTED_GRACE_S
-        held = self._unrouted
-        while held:
-            message_id, (_, _, arrived) = next(iter(held.items()))
-            if arrived > horizon:
-                self._unrouted_timer = loop.call_later(arrived - horizon, self._drop_unclaimed)
+    def _on_event(self, event: Event[Consumer]) -> None:
+        if isinstance(event, MessageReceived):
+            message = event.message
+            for consumer in event.consumers:
+                if isinstance(consumer, Subscription):
+                    consumer._put(message)
+                else:
+                    self._call(consumer, message.data, message.timestamp)
+            # The application has it: now, and only now, the protocol marks it seen and queues its ack.
+            self._protocol.handed_over(message.message_id)
+        elif isinstance(event, PublishAnswered):
+            futures = self._emits.get(event.message_id)
+            if futures is not None and not futures[0].done():
+                futures[0].set_result(event.result)
+        elif isinstance(event, PublishConfirmed):
+            futures = self._emits.pop(event.message_id, None)
+            if futures is not None and futures[1] is not None and not futures[1].done():
+                futures[1].set_result(None)
+        elif isinstance(event, PublishFailed):
+            self._publish_failed(event)
+        elif isinstance(event, SubscribeAnswered):
+            if event.error is None:
+                ready = self._ready.get(event.topic)
+                if ready is not None and not ready.done():
+                    ready.set_result(None)
                 return
-            del held[message_id]
-            self.stats.unrouted += 1
+            logger.warning("subscription to %r refused: %s", event.topic, event.error.error)
+            self._end_route(self._ready.pop(event.topic, None), event.consumers, event.error)
+        elif isinstance(event, UnsubscribeAnswered):
+            waiter = self._unsubscribing.pop(event.request_id, None)
+            if waiter is not None and not waiter.done():
+                if event.error is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(event.error)
+        elif isinstance(event, InitAccepted | InitFailed):
+            init_waiter = self._init_waiter
+            if init_waiter is not None and not init_waiter.done():
+                if isinstance(event, InitAccepted):
+                    init_waiter.set_result(event)
+                else:
+                    init_waiter.set_exception(event.error)
+        elif isinstance(event, RouteEnded):
+            self._end_route(self._ready.pop(event.topic, None), event.consumers, event.error)
+        elif isinstance(event, MessageRejected):
+            self._reject(event.topic, event.message_id, event.reason)
+        elif isinstance(event, MessageDropped):
+            if self._debug:
+                logger.debug("dropped unrouted message %s on %r (not acked)", event.message_id, event.topic)
+        elif isinstance(event, BrokerError):
+            logger.warning("broker error %s: %s", event.code, event.error[:200])
+        elif isinstance(event, FrameIgnored):
+            logger.warning("ignoring a frame: %s", event.reason[:200])
 
-    def _ack(self, topic: str, message_id: str) -> None:
-        if self._send(orjson.dumps({"type": "ack", "topic": topic, "messageId": message_id})):
-            self.stats.acks_sent += 1
+    def _publish_failed(self, event: PublishFailed) -> None:
+        """Fail whichever future ``emit`` is (or will be) waiting on."""
+        error = event.error
+        if isinstance(error, AckTimeout):
+            logger.warning("publish %s: %s; giving up", event.message_id, error.error)
+        futures = self._emits.pop(event.message_id, None)
+        if futures is None:
+            return
+        response, ack = futures
+        if not response.done():
+            response.set_exception(error)
+            if ack is not None:
+                ack.cancel()  # emit raises at the response and never awaits the ack
+        elif ack is not None and not ack.done():
+            ack.set_exception(error)
 
     def _reject(self, topic: str, message_id: str, reason: str) -> None:
-        """Count a message that failed its check; warn at most once a second. No ack: it comes back."""
-        self.stats.rejected += 1
+        """Warn of a message that failed its check (counted, not acked: it comes back), at most once a second."""
         now = time.monotonic()
         if now - self._reject_warned_at < REJECT_WARNING_INTERVAL_S:
             self._rejects_unwarned += 1
@@ -1014,16 +841,3 @@ class Client:
         )
         self._reject_warned_at = now
         self._rejects_unwarned = 0
-
-    def _on_error(self, frame: dict[str, Any]) -> None:
-        logger.warning("broker error %s: %s", frame.get("code"), str(frame.get("error"))[:200])
-
-    _handlers: Final[dict[str, Callable[[Client, dict[str, Any]], None]]] = {
-        "init_response": _on_init_response,
-        "subscribe_response": _on_subscribe_response,
-        "unsubscribe_response": _on_unsubscribe_response,
-        "publish_response": _on_publish_response,
-        "ack_received": _on_ack_received,
-        "message": _on_message,
-        "error": _on_error,
-    }
