@@ -22,6 +22,7 @@ import fastport
 import fastport.client
 from fastport.client import (
     Client,
+    ClientProtocol,
     ClientStats,
     ConnectionState,
     EnvelopeCipher,
@@ -43,6 +44,7 @@ REFERENCED: tuple[type, ...] = (
     ReconnectPolicy,
     EnvelopeCipher,
     Sealed,
+    ClientProtocol,
 )
 #: A row's first-cell span: optional ``await``, optional ``instance.``, then the name (``client.emit(topic)`` -> emit).
 _ROW_NAME = re.compile(r"^(?:await\s+)?(?:[a-z_]+\.)?([A-Za-z_]\w*)")

@@ -21,12 +21,14 @@ from fastport.client.errors import (
     RequestRefused,
     SessionEnded,
 )
+from fastport.client.protocol import ClientProtocol
 from fastport.client.values import ClientStats, ConnectionState, Message, PublishResult
 
 __all__ = [
     "AckTimeout",
     "Client",
     "ClientError",
+    "ClientProtocol",
     "ClientStats",
     "ConnectionClosed",
     "ConnectionState",

@@ -35,7 +35,7 @@ import inspect
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, KeysView
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Final, Literal, Self, Union, cast
 
@@ -321,11 +321,6 @@ class Client:
         return self._state
 
     @property
-    def _outgoing(self) -> KeysView[str]:
-        """The messageIds of the unconfirmed publishes (``fastport/client/commands.py`` reads it)."""
-        return self._emits.keys()
-
-    @property
     def error(self) -> BaseException | None:
         """The error that stopped the client, if one did."""
         return self._error
@@ -363,6 +358,8 @@ class Client:
         while True:
             try:
                 return await self._connect()
+            except ssl.SSLCertVerificationError:
+                raise  # the same certificate fails the same way on every attempt
             except (OSError, WSError, TimeoutError, ConnectionClosed) as exc:
                 attempt += 1
                 delay = self.reconnect.delay_s(attempt)
@@ -419,6 +416,7 @@ class Client:
         qos: Literal[0, 1] = 1,
         retain: bool = False,
         wait_ack: bool = False,
+        message_id: str | None = None,
     ) -> PublishResult:
         """Encrypt ``message`` and publish it on ``topic``.
 
@@ -433,6 +431,8 @@ class Client:
             qos: 1 (default) for at-least-once delivery, 0 for at-most-once (no acks).
             retain: ask the broker to keep it as the topic's retained message.
             wait_ack: also wait for ``ack_received``.
+            message_id: the ``messageId`` to publish under (default: a new UUID); it must be
+                unique in the session, or the broker answers it as a duplicate.
 
         Returns:
             The broker's answer; ``acked`` tells whether a subscriber acknowledged it.
@@ -446,7 +446,13 @@ class Client:
         self._check_usable()
         loop = asyncio.get_running_loop()
         message_id = self._protocol.publish(
-            topic, message, qos=qos, retain=retain, now=loop.time(), timestamp_ms=int(time.time() * 1000)
+            topic,
+            message,
+            qos=qos,
+            retain=retain,
+            now=loop.time(),
+            timestamp_ms=int(time.time() * 1000),
+            message_id=message_id,
         )
         response: asyncio.Future[PublishResult] = loop.create_future()
         ack: asyncio.Future[None] | None = loop.create_future() if wait_ack and qos == 1 else None

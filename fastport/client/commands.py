@@ -18,6 +18,7 @@ import os
 import secrets
 import ssl
 import sys
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
@@ -135,11 +136,6 @@ def _client(settings: Settings, *, client_id: str | None = None, durable: bool =
     )
 
 
-def _unconfirmed(client: Client) -> set[str]:
-    """The messageIds of the client's unconfirmed publishes (the client does not publish them)."""
-    return set(getattr(client, "_outgoing", ()))
-
-
 def _retrieve(task: asyncio.Task[Any]) -> None:
     if not task.cancelled():
         task.exception()
@@ -164,14 +160,15 @@ async def publish(
     """
     # Re-send for as long as the timeout runs, so the timeout (not the retry budget) ends the wait.
     max_retries = max(5, math.ceil(timeout_s / RETRY_INTERVAL_S) + 1)
+    message_id = str(uuid.uuid4())
     async with _client(settings, max_retries=max_retries) as client:
-        before = _unconfirmed(client)
         # Not cancelled on timeout: close() fails it, and no future is left with an unread error.
-        emit = asyncio.ensure_future(client.emit(topic, message, qos=qos, retain=retain, wait_ack=wait_ack))
+        emit = asyncio.ensure_future(
+            client.emit(topic, message, qos=qos, retain=retain, wait_ack=wait_ack, message_id=message_id)
+        )
         emit.add_done_callback(_retrieve)
         done, _ = await asyncio.wait({emit}, timeout=timeout_s)
         if not done:
-            message_id = next(iter(_unconfirmed(client) - before), "?")
             what = "ack" if wait_ack else "answer"
             raise ClientError(f"no {what} for message {message_id} within {timeout_s:g} s")
         result = emit.result()
@@ -207,8 +204,10 @@ async def subscribe(
             text = payload if isinstance(payload, str) else base64.b64encode(payload).decode()
             print(f"{message.topic} {text}", flush=True)
             received += 1
-            if count is not None and received >= count:
-                break
+            if count is not None and received == count:
+                # No new messages for this iterator; the ones already handed over (and acked) are
+                # still printed before the iteration ends, so nothing acked goes unprinted.
+                subscription.close()
     return 0
 
 
