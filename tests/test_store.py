@@ -174,6 +174,49 @@ def test_corrupt_database_stops_startup_with_a_clear_error(tmp_path: Path) -> No
         SqliteStore.open(f"sqlite:{tmp_path / 'x.db'}?sync=sometimes")
 
 
+def test_missing_store_directory_stops_startup(tmp_path: Path) -> None:
+    missing = f"sqlite:{tmp_path / 'nonexistent' / 'dir' / 'x.db'}"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fastport",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path),
+            "--store",
+            str(missing),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastport: error: "), result.stderr
+    assert "does not exist" in lines[0]
+    assert not (tmp_path / "nonexistent").exists()
+
+
+async def test_database_and_wal_files_are_owner_only(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        server = await _start(tmp_path)
+        try:
+            assert os.umask(0o022) == 0o022  # the umask is restored after the open
+            await _create(server)  # a committed write: the -wal and -shm files exist while the store is open
+            names = ("state.db", "state.db-wal", "state.db-shm")
+            modes = {name: oct((tmp_path / name).stat().st_mode & 0o777) for name in names}
+        finally:
+            await server.close()
+    finally:
+        os.umask(previous)
+    assert modes == dict.fromkeys(names, "0o600"), modes
+
+
 class BrokerProcess:
     """A ``fastport serve --store`` process on a fixed port."""
 

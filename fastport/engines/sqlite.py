@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -140,13 +141,27 @@ class SqliteStore:
         """
         options = parse_store_url(url)
         path = options.path
+        if not path.parent.is_dir():
+            # A mistyped path must not start an empty broker: the directory has to exist already.
+            raise ConfigError(f"cannot open store {path}: directory {path.parent} does not exist")
+        # The database and its -wal and -shm files hold password hashes: owner only.
+        old_umask = os.umask(0o077)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
+            os.umask(old_umask)
             raise ConfigError(f"cannot open store {path}: {exc}") from None
         try:
-            db.execute("PRAGMA journal_mode=WAL")
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA schema_version").fetchone()  # makes SQLite create the -wal and -shm files
+            finally:
+                os.umask(old_umask)
+            for suffix in ("-wal", "-shm"):
+                sidecar = path.with_name(path.name + suffix)
+                if sidecar.exists():
+                    sidecar.chmod(0o600)
             db.execute(f"PRAGMA synchronous={'FULL' if options.full_sync else 'NORMAL'}")
             check = db.execute("PRAGMA quick_check").fetchone()
             if check is None or check[0] != "ok":
@@ -157,6 +172,9 @@ class SqliteStore:
                 db.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
             elif row[0] != SCHEMA_VERSION:
                 raise ConfigError(f"store {path} has schema {row[0]}; this fastport reads {SCHEMA_VERSION}")
+        except OSError as exc:
+            db.close()
+            raise ConfigError(f"cannot open store {path}: {exc}") from None
         except sqlite3.Error as exc:
             db.close()
             raise ConfigError(f"store {path} is corrupt or not a fastport database: {exc}") from None

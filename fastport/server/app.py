@@ -63,9 +63,10 @@ class FastportServer:
             OSError: the address cannot be bound.
         """
         loop = asyncio.get_running_loop()
+        # The store first: a store that cannot be opened stops startup before anything is written.
+        journal: Journal = SqliteJournal(SqliteStore.open(config.store), loop.time) if config.store else NullJournal()
         token = config.admin_token or load_or_create_token(config.data_dir)
         admin = AdminAuth(token, config.admin_user, config.admin_pass)
-        journal: Journal = SqliteJournal(SqliteStore.open(config.store), loop.time) if config.store else NullJournal()
         cluster: ClusterLink = RedisEngine(config.engine, config.engine_prefix) if config.engine else NullClusterLink()
         broker = Broker(loop, config.limits, journal, cluster)
         report = restore(broker, journal.load())
