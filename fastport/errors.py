@@ -38,6 +38,7 @@ class ErrorCode(IntEnum):
     ROUTE_NOT_FOUND = 1008
     METHOD_NOT_ALLOWED = 1009
     MALFORMED_REQUEST = 1010
+    UNSUPPORTED_MEDIA_TYPE = 1011
     # 2xxx: the frame is out of order for this connection
     NOT_INITIALIZED = 2001
     ALREADY_INITIALIZED = 2002

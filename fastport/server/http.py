@@ -71,6 +71,7 @@ _REASONS: Final = {
     408: "Request Timeout",
     411: "Length Required",
     413: "Content Too Large",
+    415: "Unsupported Media Type",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
 }
@@ -82,6 +83,22 @@ def error_response(exc: FastportError, status: int | None = None) -> Response:
     if exc.field is not None:
         body["field"] = exc.field
     return Response(exc.http_status if status is None else status, body)
+
+
+#: The ``Content-Type`` values a request body may have (lower case, spaces removed).
+JSON_MEDIA_TYPES: Final = frozenset({"application/json", "application/json;charset=utf-8"})
+
+
+def _declares_json(request: Request) -> bool:
+    """False for a body declared as anything but JSON (a cross-site form or ``text/plain`` post).
+
+    A browser posts ``text/plain``, ``application/x-www-form-urlencoded`` and ``multipart/form-data``
+    cross-site without a CORS preflight; only ``application/json``, optionally with
+    ``; charset=utf-8``, is accepted. A request without ``Content-Type`` is still accepted (see
+    ``docs/protocol.md`` §2).
+    """
+    content_type = request.headers.get("content-type")
+    return content_type is None or "".join(content_type.split()).lower() in JSON_MEDIA_TYPES
 
 
 def _json_object(request: Request) -> dict[str, Any]:
@@ -149,6 +166,10 @@ class RestApi:
             )
             response.headers.append(("Allow", method))
             return response
+        if method == "POST" and not _declares_json(request):
+            return error_response(
+                ProtocolError("Content-Type must be application/json", code=ErrorCode.UNSUPPORTED_MEDIA_TYPE), 415
+            )
         try:
             return await handler(request)
         except AuthError as exc:

@@ -219,3 +219,72 @@ async def test_head_over_16k_gets_431(server: FastportServer, bystander: Bystand
     data = await _raw(server.port, _request("GET", "/health", [f"X-Pad: {'a' * 17000}"]))
     assert _status(data)[0] == 431
     await bystander.check()
+
+
+CSRF_CONTENT_TYPES = [
+    "text/plain",
+    "text/plain;charset=UTF-8",
+    "application/x-www-form-urlencoded",
+    "multipart/form-data; boundary=x",
+    "application/json; charset=latin-1",
+    "application/jsonp",
+    "application/json, text/plain",
+]
+
+
+@pytest.mark.parametrize("content_type", CSRF_CONTENT_TYPES)
+async def test_cross_site_content_types_cannot_create_a_session(
+    server: FastportServer, admin_headers: dict[str, str], bystander: Bystander, content_type: str
+) -> None:
+    # A browser sends these cross-site without a CORS preflight, with cached credentials.
+    body = {"sessionName": "csrf", "password": "pw"}
+    headers = {**admin_headers, "Content-Type": content_type}
+    status, _, answer = await http(server.port, "POST", "/api/createSession", body, headers=headers)
+    assert (status, answer) == (
+        415,
+        {"success": False, "error": "Content-Type must be application/json", "code": ErrorCode.UNSUPPORTED_MEDIA_TYPE},
+    )
+    assert server.broker.sessions.get("csrf") is None
+    assert server.counters.admin_auth_failures == 0
+    await bystander.check()
+
+
+@pytest.mark.parametrize("path", ["/api/dropSession", "/api/suspendSession"])
+async def test_cross_site_content_types_cannot_drop_or_suspend(
+    server: FastportServer, bystander: Bystander, path: str
+) -> None:
+    session = bystander.session
+    body = {"sessionName": session["sessionName"], "password": "victim-password", "secretKey": session["secretKey"]}
+    status, _, answer = await http(
+        server.port, "POST", path, {**body, "suspend": True}, headers={"Content-Type": "text/plain"}
+    )
+    assert status == 415 and answer["code"] == ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    victim = server.broker.sessions.get(session["sessionName"])
+    assert victim is not None and not victim.suspended
+    await bystander.check()
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON;Charset=UTF-8"]
+)
+async def test_json_content_types_are_accepted(
+    server: FastportServer, admin_headers: dict[str, str], content_type: str
+) -> None:
+    headers = {**admin_headers, "Content-Type": content_type}
+    status, _, answer = await http(
+        server.port, "POST", "/api/createSession", {"sessionName": "ok", "password": "pw"}, headers=headers
+    )
+    assert status == 200, answer
+
+
+@pytest.mark.parametrize("path", ["/api/createSession", "/api/dropSession", "/api/suspendSession", "/health"])
+async def test_options_preflight_stays_closed(server: FastportServer, bystander: Bystander, path: str) -> None:
+    preflight = {
+        "Origin": "https://evil.example",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type, authorization",
+    }
+    status, headers, answer = await http(server.port, "OPTIONS", path, headers=preflight)
+    assert status == 405 and answer["code"] == ErrorCode.METHOD_NOT_ALLOWED
+    assert not [name for name in headers if name.startswith("access-control-")]
+    await bystander.check()
