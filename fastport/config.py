@@ -158,9 +158,13 @@ class BrokerLimits:
         publish_rate_per_s: sustained publishes per second per connection (token bucket).
         publish_burst: bucket size: publishes allowed at once.
         publish_violations_before_close: rate-limited publishes before the connection is closed (4005).
-        auth_failures_before_delay: failed ``init``s (per client address and per session) answered at once.
-        auth_failures_before_cutoff: failed ``init``s after which ``init`` is refused outright and the
-            connection closed (4006), until the window passes.
+        auth_failures_before_delay: failed ``init``s (per client address and session pair, and per
+            session) answered at once.
+        auth_failures_before_cutoff: failed ``init``s (per client address and session pair, and per
+            session) after which ``init`` is refused outright and the connection closed (4006), until
+            the window passes.
+        auth_address_failures_before_cutoff: the same cut-off for one client address, whatever the
+            session (much higher: tenants behind one address do not lock each other out).
         auth_failure_window_s: how long a failed ``init`` is remembered.
         max_topic_length: characters in a topic or filter.
         max_topic_depth: levels in a topic or filter.
@@ -177,6 +181,7 @@ class BrokerLimits:
     auth_failures_before_delay: int = 5
     auth_failures_before_cutoff: int = 20
     auth_failure_window_s: float = 60.0
+    auth_address_failures_before_cutoff: int = 200
     max_topic_length: int = DEFAULT_MAX_LENGTH
     max_topic_depth: int = DEFAULT_MAX_DEPTH
     outbound_buffer_limit: int = 4 << 20
@@ -194,6 +199,7 @@ class BrokerLimits:
             ("auth_failures_before_delay", self.auth_failures_before_delay, 0, 1000, ""),
             ("auth_failures_before_cutoff", self.auth_failures_before_cutoff, 1, 1000, ""),
             ("auth_failure_window_s", self.auth_failure_window_s, 0.05, MAX_TIMEOUT_S, " seconds"),
+            ("auth_address_failures_before_cutoff", self.auth_address_failures_before_cutoff, 1, 100_000, ""),
             ("max-topic-length", self.max_topic_length, 1, 65_535, " characters"),
             ("max-topic-depth", self.max_topic_depth, 1, 1024, " levels"),
             ("outbound-buffer-limit", self.outbound_buffer_limit, 1024, 1 << 30, " bytes"),

@@ -120,18 +120,35 @@ def test_token_bucket_refills_at_its_rate() -> None:
 
 
 def test_auth_throttle_window_and_success() -> None:
-    throttle = AuthThrottle(free=1, cutoff=3, window_s=10.0)
-    keys = ("address:1.2.3.4", "session:s")
-    assert throttle.delay_s(keys, 0.0) == 0.0
-    throttle.failed(keys, 0.0)
-    assert throttle.delay_s(keys, 1.0) == pytest.approx(0.1)
-    throttle.failed(keys, 1.0)
-    throttle.failed(keys, 2.0)
-    assert throttle.delay_s(keys, 3.0) is None
-    assert throttle.delay_s(keys, 10.5) == pytest.approx(0.2)  # the first failure left the window
-    throttle.succeeded("address:1.2.3.4")
-    assert throttle.delay_s(("address:1.2.3.4",), 10.5) == 0.0
-    assert throttle.delay_s(("session:s",), 10.5) == pytest.approx(0.2)  # a login never resets a session
+    throttle = AuthThrottle(free=1, cutoff=3, window_s=10.0, address_cutoff=100)
+    assert throttle.delay_s("1.2.3.4", "s", 0.0) == 0.0
+    throttle.failed("1.2.3.4", "s", 0.0)
+    assert throttle.delay_s("1.2.3.4", "s", 1.0) == pytest.approx(0.1)
+    throttle.failed("1.2.3.4", "s", 1.0)
+    throttle.failed("1.2.3.4", "s", 2.0)
+    assert throttle.delay_s("1.2.3.4", "s", 3.0) is None
+    assert throttle.delay_s("1.2.3.4", "s", 10.5) == pytest.approx(0.2)  # the first failure left the window
+    throttle.succeeded("1.2.3.4", "s")
+    assert throttle.delay_s("1.2.3.4", "other", 10.5) == 0.0
+    assert throttle.delay_s("5.6.7.8", "s", 10.5) == pytest.approx(0.2)  # a login never resets a session
+    assert throttle.delay_s("1.2.3.4", "s", 10.5) == pytest.approx(0.2)  # ... the session's count is its own
+
+
+def test_auth_throttle_keys_pairs_sessions_and_addresses_apart() -> None:
+    throttle = AuthThrottle(free=2, cutoff=4, window_s=10.0, address_cutoff=10)
+    for _ in range(4):
+        throttle.failed("1.2.3.4", "a", 0.0)
+    assert throttle.delay_s("1.2.3.4", "a", 0.0) is None  # the pair (and the session name) are cut off
+    assert throttle.delay_s("5.6.7.8", "a", 0.0) is None  # one session sprayed from many addresses
+    assert throttle.delay_s("1.2.3.4", "b", 0.0) == 0.0  # another session behind the same address
+    for name in ("b", "c", "d"):
+        for _ in range(2):
+            throttle.failed("1.2.3.4", name, 1.0)
+    assert throttle.delay_s("1.2.3.4", "e", 1.0) is None  # 4 + 6 failures: the address's ceiling
+    throttle.succeeded("1.2.3.4", "e")
+    assert throttle.delay_s("1.2.3.4", "e", 1.0) is None  # a login never resets the address
+    assert throttle.delay_s("5.6.7.8", "e", 1.0) == 0.0
+    assert throttle.delay_s("1.2.3.4", "e", 10.5) == 0.0  # all of them left the window
 
 
 @pytest.fixture

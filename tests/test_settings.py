@@ -217,6 +217,7 @@ def test_broker_limits_defaults_are_valid() -> None:
         ("auth_failures_before_delay", -1, "auth_failures_before_delay must be 0-1000, got -1"),
         ("auth_failures_before_cutoff", 0, "auth_failures_before_cutoff must be 1-1000, got 0"),
         ("auth_failure_window_s", 0.0, "auth_failure_window_s must be 0.05-86400 seconds, got 0"),
+        ("auth_address_failures_before_cutoff", 0, "auth_address_failures_before_cutoff must be 1-100000, got 0"),
         ("max_topic_length", 0, "max-topic-length must be 1-65535 characters, got 0"),
         ("max_topic_depth", 2000, "max-topic-depth must be 1-1024 levels, got 2000"),
         ("outbound_buffer_limit", 100, "outbound-buffer-limit must be 1024-1073741824 bytes, got 100"),

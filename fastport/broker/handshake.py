@@ -2,11 +2,11 @@
 
 A connection has ``init_timeout_s`` from the upgrade to a successful ``init`` (later: close
 4003). ``init`` checks the session's password off the event loop, behind the authentication
-throttle (per client address and per session name: a delay after a few failures, refusal and
-close 4006 after many). Frames that arrive while the check runs are queued (bounded) and handled
-in order once ``init`` is answered. A ``clientId`` already connected is taken over (the old
-connection is closed with 4004); a durable client resumes what it held, fetched first from
-another node if it lived there.
+throttle (per client address and session name pair, and per session name: a delay after a few
+failures, refusal and close 4006 after many; per client address alone: refusal after many more).
+Frames that arrive while the check runs are queued (bounded) and handled in order once ``init``
+is answered. A ``clientId`` already connected is taken over (the old connection is closed with
+4004); a durable client resumes what it held, fetched first from another node if it lived there.
 """
 
 from __future__ import annotations
@@ -81,7 +81,10 @@ class Handshake:
         self._counters = counters
         self._replay = replay
         self._throttle = AuthThrottle(
-            limits.auth_failures_before_delay, limits.auth_failures_before_cutoff, limits.auth_failure_window_s
+            limits.auth_failures_before_delay,
+            limits.auth_failures_before_cutoff,
+            limits.auth_failure_window_s,
+            limits.auth_address_failures_before_cutoff,
         )
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -139,9 +142,9 @@ class Handshake:
 
     async def _authenticate(self, conn: Connection, frame: Init) -> None:
         address = conn.remote.rpartition(":")[0] or conn.remote
-        keys = (f"address:{address}", f"session:{frame.session_name}")
+        name = frame.session_name
         try:
-            delay_s = self._throttle.delay_s(keys, self._loop.time())
+            delay_s = self._throttle.delay_s(address, name, self._loop.time())
             if delay_s is None:
                 self._counters.auth_cut_offs += 1
                 raise AuthError(
@@ -156,9 +159,9 @@ class Handshake:
             except (AuthError, SessionError) as exc:
                 if exc.error_code in (ErrorCode.INVALID_PASSWORD, ErrorCode.SESSION_NOT_FOUND):
                     self._counters.auth_failures += 1
-                    self._throttle.failed(keys, self._loop.time())
+                    self._throttle.failed(address, name, self._loop.time())
                 raise
-            self._throttle.succeeded(keys[0])
+            self._throttle.succeeded(address, name)
             client_id = frame.client_id
             if frame.durable and client_id is not None and client_id not in session.clients:
                 state = await self._cluster.fetch_durable(session.name, client_id)

@@ -52,55 +52,73 @@ class TokenBucket:
 
 
 class AuthThrottle:
-    """Counts failed ``init``s per key (a client address, a session name) over a sliding window.
+    """Counts failed ``init``s over a sliding window, per (client address, session name) pair, per
+    session name and per client address.
 
-    Up to ``free`` failures cost nothing; each further one doubles a delay (100 ms, 200 ms,
-    ... capped at 5 s) applied before the next password check; at ``cutoff`` the key is
-    refused outright until its oldest failures leave the window.
+    The pair and the session name are the brute-force keys: up to ``free`` failures cost nothing;
+    each further one doubles a delay (100 ms, 200 ms, ... capped at 5 s) applied before the next
+    password check; at ``cutoff`` the key is refused outright until its oldest failures leave the
+    window. The client address alone only has a ceiling, ``address_cutoff`` (much higher than
+    ``cutoff``, and no delay): one tenant failing on its own session never throttles another
+    session's clients behind the same address, while an address spraying many sessions is still
+    stopped.
     """
 
-    __slots__ = ("_free", "_cutoff", "_window_s", "_failures")
+    __slots__ = ("_free", "_cutoff", "_address_cutoff", "_window_s", "_failures")
 
-    def __init__(self, free: int, cutoff: int, window_s: float) -> None:
+    def __init__(self, free: int, cutoff: int, window_s: float, address_cutoff: int) -> None:
         self._free = free
         self._cutoff = cutoff
+        self._address_cutoff = address_cutoff
         self._window_s = window_s
-        self._failures: dict[str, list[float]] = {}
+        self._failures: dict[tuple[str, ...], list[float]] = {}
 
-    def _recent(self, key: str, now_s: float) -> list[float]:
+    def _recent(self, key: tuple[str, ...], now_s: float) -> int:
         times = self._failures.get(key)
         if not times:
-            return []
+            return 0
         horizon = now_s - self._window_s
-        while times and times[0] <= horizon:
-            times.pop(0)
+        stale = 0
+        while stale < len(times) and times[stale] <= horizon:
+            stale += 1
+        if stale:
+            del times[:stale]
         if not times:
             del self._failures[key]
-        return times
+        return len(times)
 
-    def delay_s(self, keys: tuple[str, ...], now_s: float) -> float | None:
-        """Seconds to wait before checking a password for ``keys``; None if they are cut off."""
-        count = max(len(self._recent(key, now_s)) for key in keys)
+    @staticmethod
+    def _keys(address: str, session: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        return ("pair", address, session), ("session", session), ("address", address)
+
+    def delay_s(self, address: str, session: str, now_s: float) -> float | None:
+        """Seconds to wait before checking a password of ``session`` from ``address``; None: cut off."""
+        pair, name, alone = self._keys(address, session)
+        if self._recent(alone, now_s) >= self._address_cutoff:
+            return None
+        count = max(self._recent(pair, now_s), self._recent(name, now_s))
         if count >= self._cutoff:
             return None
         if count < self._free:
             return 0.0
         return min(0.1 * 2.0 ** (count - self._free), 5.0)
 
-    def failed(self, keys: tuple[str, ...], now_s: float) -> None:
-        """Record one failed ``init`` for each of ``keys``."""
-        for key in keys:
+    def failed(self, address: str, session: str, now_s: float) -> None:
+        """Record one failed ``init`` of ``session`` from ``address``."""
+        pair, name, alone = self._keys(address, session)
+        for key, keep in ((pair, self._cutoff), (name, self._cutoff), (alone, self._address_cutoff)):
             times = self._failures.pop(key, None) or []
             times.append(now_s)
-            del times[: max(0, len(times) - self._cutoff)]
+            del times[: max(0, len(times) - keep)]
             self._failures[key] = times
         while len(self._failures) > MAX_THROTTLE_ENTRIES:
             del self._failures[next(iter(self._failures))]
 
-    def succeeded(self, key: str) -> None:
-        """Forget the failures of ``key`` (a client address that just authenticated; never a session,
-        or a legitimate login would reset an attacker's count on it)."""
-        self._failures.pop(key, None)
+    def succeeded(self, address: str, session: str) -> None:
+        """Forget the failures of the pair that just authenticated. Never those of the session name
+        (a legitimate login would reset an attacker's count on it) nor of the address alone (a
+        tenant logging in to its own session would reset its count of failures on others)."""
+        self._failures.pop(self._keys(address, session)[0], None)
 
 
 class PublishRate:
