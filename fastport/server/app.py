@@ -20,6 +20,7 @@ from fastport.config import ServerConfig
 from fastport.engines.redis import RedisEngine
 from fastport.engines.sqlite import SqliteJournal, SqliteStore
 from fastport.errors import CloseCode
+from fastport.log import install_client_caused_filter
 from fastport.metrics import ServerCounters
 from fastport.server.admin import AdminAuth, load_or_create_token, token_path
 from fastport.server.front import FrontProtocol, make_ws_protocol
@@ -53,6 +54,12 @@ class FastportServer:
         self._listeners = listeners
         self.counters = ServerCounters()
         self.idle_sweeper: IdleSweeper | None = None
+        self._client_caused = install_client_caused_filter()
+        self._client_caused.listeners.add(self._count_client_protocol_error)
+
+    def _count_client_protocol_error(self) -> None:
+        """A frame picows's parser refused (``fastport.log.ClientCausedFilter`` saw its line)."""
+        self.counters.ws_protocol_errors += 1
 
     @classmethod
     async def start(cls, config: ServerConfig) -> FastportServer:
@@ -145,6 +152,7 @@ class FastportServer:
     async def close(self) -> None:
         """Stop accepting, close every WebSocket with 1001 and stop the broker."""
         self._server.close()
+        self._client_caused.listeners.discard(self._count_client_protocol_error)
         if self.idle_sweeper is not None:
             self.idle_sweeper.stop()
         for listener in list(self._listeners):
