@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from fastport._speedups import fan_out, send_now, track
 from fastport.broker.message import Message
-from fastport.errors import ErrorCode, LimitExceeded, ProtocolError
+from fastport.errors import ErrorCode, LimitExceeded
 from fastport.protocol import codec
 from fastport.protocol.frames import QOS_AT_MOST_ONCE, Publish, Will
 
@@ -337,13 +337,14 @@ class Delivery:
     def ack(self, subscriber: Subscriber, message_id: str) -> None:
         """Record ``subscriber``'s ack of ``message_id``.
 
-        Raises:
-            ProtocolError: the message was not delivered to this subscriber, or is already acked.
+        Acks are idempotent: one of a message not held for this subscriber (acked already, never
+        delivered to it, or unknown) changes nothing and is answered with nothing; it is counted.
         """
         entry = subscriber.inflight.pop(message_id, None)
-        if entry is None:
-            raise ProtocolError("Unknown or already acknowledged message", code=ErrorCode.UNKNOWN_MESSAGE)
         counters = self.counters
+        if entry is None:
+            counters.ignored_acks += 1
+            return
         counters.acks += 1
         message = entry.message
         now = int(self._clock() * 1000)  # the scheduler's now_ms(), inlined

@@ -66,6 +66,7 @@ class DeliveryCounters:
         "durable_expired",
         "exhausted",
         "expired",
+        "ignored_acks",
         "published",
         "queue_overflows",
         "redeliveries",
@@ -77,6 +78,7 @@ class DeliveryCounters:
         self.published = 0
         self.deliveries = 0
         self.acks = 0
+        self.ignored_acks = 0
         self.redeliveries = 0
         self.expired = 0
         self.exhausted = 0
@@ -95,6 +97,11 @@ DELIVERY_COUNTERS: Final = (
     ("published", "fastport_messages_published", "Publishes accepted and fanned out (duplicates excluded)."),
     ("deliveries", "fastport_deliveries", "Message frames sent to subscribers on first delivery."),
     ("acks", "fastport_acks", "Acks that counted (from a connection the message was delivered to)."),
+    (
+        "ignored_acks",
+        "fastport_acks_ignored",
+        "Acks of a messageId not held for that subscriber (repeated, foreign or unknown), accepted silently.",
+    ),
     ("redeliveries", "fastport_redeliveries", "Message frames resent with a retry count."),
     ("expired", "fastport_messages_expired", "Held messages released at their messageExpiryTime."),
     ("exhausted", "fastport_messages_exhausted", "Held messages released after maxRetryLimit redeliveries."),
