@@ -45,6 +45,8 @@ LIMIT_LABELS: Final = (
     ("http_head_timeouts", "handshake_timeout"),
     ("ws_message_too_big", "ws_message_size"),
     ("ws_origin_rejected", "origin"),
+    ("rest_auth_delayed", "rest_auth_delay"),
+    ("rest_auth_throttled", "rest_auth_throttle"),
 )
 
 #: ``ServerCounters`` authentication attributes and their ``kind`` label value.
@@ -71,6 +73,8 @@ class ServerCounters:
         "ws_message_too_big",
         "ws_origin_rejected",
         "ws_protocol_errors",
+        "rest_auth_delayed",
+        "rest_auth_throttled",
         "http_responses",
     )
 
@@ -87,6 +91,8 @@ class ServerCounters:
         self.ws_message_too_big = 0
         self.ws_origin_rejected = 0
         self.ws_protocol_errors = 0
+        self.rest_auth_delayed = 0
+        self.rest_auth_throttled = 0
         self.http_responses: Counter[int] = Counter()
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from fastport_client_helpers import ClientFactory, SessionFactory, http
 from prometheus_client.parser import text_string_to_metric_families
 
 from fastport.config import ServerConfig
+from fastport.metrics import Metrics
 from fastport.server.app import FastportServer
 
 
@@ -20,8 +22,6 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def _scrape(port: int, headers: dict[str, str] | None) -> tuple[int, dict[str, str], str]:
-    import asyncio
-
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     head = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
@@ -84,3 +84,14 @@ async def test_metrics_open(tmp_path: Path) -> None:
         assert status == 200 and "fastport_info{" in text
     finally:
         await srv.close()
+
+
+async def test_metrics_count_throttled_rest_credentials(server: FastportServer) -> None:
+    wrong = {"Authorization": "Bearer wrong"}
+    body = {"sessionName": "x", "password": "y"}
+    await asyncio.gather(*(http(server.port, "POST", "/api/createSession", body, headers=wrong) for _ in range(22)))
+    # The scraping address is throttled too: read the counters as a scraper from elsewhere would.
+    samples = _samples(Metrics(server.broker, server.counters).render().decode())
+    assert samples[("fastport_auth_failures_total", (("kind", "admin"),))] == 20
+    assert samples[("fastport_limit_hits_total", (("limit", "rest_auth_delay"),))] == 15
+    assert samples[("fastport_limit_hits_total", (("limit", "rest_auth_throttle"),))] == 2

@@ -8,7 +8,9 @@ import pytest
 from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, ClientFactory, SessionFactory, basic, http
 
 from fastport.errors import CloseCode, ErrorCode
+from fastport.server.admin import AdminAuth, AuthThrottle
 from fastport.server.app import FastportServer
+from fastport.server.http import Request, RestApi
 
 
 async def test_create_session_with_basic_auth(server: FastportServer) -> None:
@@ -208,3 +210,51 @@ async def test_body_over_the_limit_is_413(server: FastportServer, admin_headers:
     big = b'{"sessionName": "' + b"x" * (server.config.max_body_size + 10) + b'"}'
     status, _, body = await http(server.port, "POST", "/api/createSession", raw_body=big, headers=admin_headers)
     assert status == 413 and body["code"] == ErrorCode.BODY_TOO_LARGE
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_auth_throttle_frees_then_delays_doubling_then_refuses_until_the_window_passes() -> None:
+    clock = _Clock()
+    throttle = AuthThrottle(free=3, limit=8, window_s=60.0, base_delay_s=0.1, max_delay_s=0.4, clock=clock)
+    delays = [throttle.failure("10.0.0.1", "admin") for _ in range(8)]
+    assert delays == [0.0, 0.0, 0.0, 0.1, 0.2, 0.4, 0.4, 0.4]
+    assert throttle.retry_after("10.0.0.1") == 60 and throttle.retry_after("10.0.0.2") is None
+    clock.now += 59.2
+    assert throttle.retry_after("10.0.0.1") == 1
+    clock.now += 0.8
+    assert throttle.retry_after("10.0.0.1") is None
+    assert throttle.failure("10.0.0.1", "admin") == 0.0  # a new window
+
+
+def test_auth_throttle_remembers_a_bounded_number_of_addresses() -> None:
+    throttle = AuthThrottle(limit=1, max_addresses=3, clock=_Clock())
+    for address in ("a", "b", "c", "d"):
+        throttle.failure(address, "admin")
+    assert throttle.retry_after("a") is None and throttle.retry_after("d") == 60
+
+
+async def test_a_throttled_address_is_served_again_once_its_window_passes(
+    server: FastportServer, admin_headers: dict[str, str]
+) -> None:
+    clock = _Clock()
+    throttle = AuthThrottle(free=1, limit=2, base_delay_s=0.01, clock=clock)
+    api = RestApi(server.broker, AdminAuth(server.admin_token), throttle=throttle)
+
+    def create(authorization: str, peer: str) -> Request:
+        body = b'{"sessionName": "' + peer.encode() + b'", "password": "pw"}'
+        return Request("POST", "/api/createSession", {"authorization": authorization}, body, peer=peer)
+
+    assert [(await api.handle(create("Bearer nope", "10.0.0.1"))).status for _ in range(3)] == [401, 401, 429]
+    refused = await api.handle(create(admin_headers["Authorization"], "10.0.0.1"))
+    assert refused.status == 429 and ("Retry-After", "60") in refused.headers
+    # Another address with the right credential is not disturbed.
+    assert (await api.handle(create(admin_headers["Authorization"], "10.0.0.2"))).status == 200
+    clock.now += 60
+    assert (await api.handle(create(admin_headers["Authorization"], "10.0.0.1"))).status == 200

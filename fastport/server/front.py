@@ -106,11 +106,14 @@ class FrontProtocol(asyncio.Protocol):
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._too_large: FrameTooLarge | None = None
+        self._peer = ""
 
     # ---------------------------------------------------------------- transport
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports don't subclass it
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         self._counters.connections_accepted += 1
         self._arm_timer(self._head_timeout_s)
 
@@ -154,7 +157,7 @@ class FrontProtocol(asyncio.Protocol):
             self._upgrade()
             return False
         del self._buffer[: end + len(HEAD_END)]
-        self._request = Request(method="", path="", headers={})
+        self._request = Request(method="", path="", headers={}, peer=self._peer)
         self._body_remaining = 0
         self._chunked = False
         self._complete = False

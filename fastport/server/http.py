@@ -9,6 +9,7 @@ owner's wrong credentials, 401 for admin authentication).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,9 +21,9 @@ import orjson
 from fastport import _speedups
 from fastport.broker.core import Broker
 from fastport.config import SessionSettings
-from fastport.errors import AuthError, ErrorCode, FastportError, ProtocolError, SessionError
+from fastport.errors import AuthError, ErrorCode, FastportError, LimitExceeded, ProtocolError, SessionError
 from fastport.metrics import CONTENT_TYPE, Metrics, ServerCounters
-from fastport.server.admin import AdminAuth
+from fastport.server.admin import AdminAuth, AuthThrottle
 
 logger = logging.getLogger("fastport.http")
 
@@ -31,12 +32,13 @@ JSON_HEADERS: Final = (("Content-Type", "application/json"),)
 
 @dataclass(slots=True)
 class Request:
-    """One parsed HTTP request."""
+    """One parsed HTTP request; ``peer`` is the client's address (no port), for the auth throttle."""
 
     method: str
     path: str
     headers: dict[str, str]
     body: bytes = b""
+    peer: str = ""
 
 
 @dataclass(slots=True)
@@ -72,6 +74,7 @@ _REASONS: Final = {
     411: "Length Required",
     413: "Content Too Large",
     415: "Unsupported Media Type",
+    429: "Too Many Requests",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
 }
@@ -125,6 +128,17 @@ def _string_fields(body: dict[str, Any], names: tuple[str, ...], missing_error: 
 
 _OWNER_FIELDS: Final = ("sessionName", "password", "secretKey")
 _OWNER_MISSING: Final = "sessionName, password and secretKey are required"
+_ADMIN_CODES: Final = frozenset({ErrorCode.ADMIN_AUTH_MISSING, ErrorCode.ADMIN_AUTH_INVALID})
+
+
+class _Turn:
+    """The credential checks of one client address, one at a time."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
 
 
 class RestApi:
@@ -135,13 +149,21 @@ class RestApi:
         admin: the admin credential check (createSession, and ``/metrics`` unless open).
         counters: the server layer's counters (authentication failures are counted here).
         metrics_open: serve ``/metrics`` without the admin credential.
+        throttle: the per-address throttle of refused credentials (a default ``AuthThrottle``).
     """
 
     def __init__(
-        self, broker: Broker, admin: AdminAuth, counters: ServerCounters | None = None, *, metrics_open: bool = False
+        self,
+        broker: Broker,
+        admin: AdminAuth,
+        counters: ServerCounters | None = None,
+        *,
+        metrics_open: bool = False,
+        throttle: AuthThrottle | None = None,
     ) -> None:
         self._broker = broker
         self._admin = admin
+        self._throttle = AuthThrottle() if throttle is None else throttle
         self._counters = ServerCounters() if counters is None else counters
         self._metrics = Metrics(broker, self._counters)
         self._metrics_open = metrics_open
@@ -152,6 +174,11 @@ class RestApi:
             "/health": ("GET", self.health),
             "/metrics": ("GET", self.metrics),
         }
+        self._turns: dict[str, _Turn] = {}
+        #: Routes that check a credential, so the auth throttle applies to them.
+        self._credentialed = {"/api/createSession", "/api/dropSession", "/api/suspendSession"}
+        if not metrics_open:
+            self._credentialed.add("/metrics")
 
     async def handle(self, request: Request) -> Response:
         """Route ``request`` and turn every error into its JSON response."""
@@ -170,19 +197,50 @@ class RestApi:
             return error_response(
                 ProtocolError("Content-Type must be application/json", code=ErrorCode.UNSUPPORTED_MEDIA_TYPE), 415
             )
+        route_path = path.rstrip("/") or "/"
+        if route_path not in self._credentialed:
+            return (await self._run(handler, request, route_path))[0]
+        # One credential check at a time per address, so a burst of parallel guesses meets the limit too.
+        turn = self._turns.get(request.peer)
+        if turn is None:
+            turn = self._turns[request.peer] = _Turn()
+        turn.users += 1
         try:
-            return await handler(request)
+            async with turn.lock:
+                retry_after = self._throttle.retry_after(request.peer)
+                if retry_after is not None:
+                    self._counters.rest_auth_throttled += 1
+                    response = error_response(
+                        LimitExceeded(
+                            "Too many authentication failures, try again later", code=ErrorCode.AUTH_THROTTLED
+                        ),
+                        429,
+                    )
+                    response.headers.append(("Retry-After", str(retry_after)))
+                    return response
+                response, delay_s = await self._run(handler, request, route_path)
+        finally:
+            turn.users -= 1
+            if turn.users == 0:
+                del self._turns[request.peer]
+        if delay_s > 0:
+            self._counters.rest_auth_delayed += 1
+            await asyncio.sleep(delay_s)
+        return response
+
+    async def _run(
+        self, handler: Callable[[Request], Awaitable[Response]], request: Request, route_path: str
+    ) -> tuple[Response, float]:
+        """The handler's response, every error turned into its JSON response; and the delay owed to the answer."""
+        try:
+            return await handler(request), 0.0
         except AuthError as exc:
-            if path.startswith("/metrics"):
-                self._counters.metrics_auth_failures += 1
-            else:
-                self._counters.admin_auth_failures += 1
-            return error_response(exc)
+            return self._refused(request, route_path, exc)
         except FastportError as exc:
-            return error_response(exc)
+            return error_response(exc), 0.0
         except Exception:
-            logger.exception("internal error on %s %s", request.method, path)
-            return error_response(FastportError("Internal server error", code=ErrorCode.INTERNAL), 500)
+            logger.exception("internal error on %s %s", request.method, route_path)
+            return error_response(FastportError("Internal server error", code=ErrorCode.INTERNAL), 500), 0.0
 
     async def create_session(self, request: Request) -> Response:
         """``POST /api/createSession`` (admin only)."""
@@ -207,8 +265,7 @@ class RestApi:
         name, password, secret_key = _string_fields(_json_object(request), _OWNER_FIELDS, _OWNER_MISSING)
         try:
             await self._broker.admin.drop(name, password, secret_key)
-        except (SessionError, AuthError) as exc:
-            self._count_owner_failure(exc)
+        except SessionError as exc:
             return error_response(exc, 400)
         return Response(200, {"success": True})
 
@@ -221,14 +278,22 @@ class RestApi:
             raise ProtocolError("suspend must be true or false", code=ErrorCode.INVALID_FIELD, field="suspend")
         try:
             await self._broker.admin.suspend(name, password, secret_key, suspend)
-        except (SessionError, AuthError) as exc:
-            self._count_owner_failure(exc)
+        except SessionError as exc:
             return error_response(exc, 400)
         return Response(200, {"success": True, "suspended": suspend})
 
-    def _count_owner_failure(self, exc: FastportError) -> None:
-        if isinstance(exc, AuthError):
+    def _refused(self, request: Request, route_path: str, exc: AuthError) -> tuple[Response, float]:
+        """Count and throttle a refused credential: admin (401), or a session owner's (400)."""
+        if exc.error_code not in _ADMIN_CODES:
+            kind, status = "session owner", 400
             self._counters.owner_auth_failures += 1
+        elif route_path == "/metrics":
+            kind, status = "metrics admin", 401
+            self._counters.metrics_auth_failures += 1
+        else:
+            kind, status = "admin", 401
+            self._counters.admin_auth_failures += 1
+        return error_response(exc, status), self._throttle.failure(request.peer, kind)
 
     async def metrics(self, request: Request) -> Response:
         """``GET /metrics``: Prometheus text format (admin only unless ``--metrics-open``)."""

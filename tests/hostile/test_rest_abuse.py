@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from typing import Any
 
 import pytest
@@ -287,4 +288,68 @@ async def test_options_preflight_stays_closed(server: FastportServer, bystander:
     status, headers, answer = await http(server.port, "OPTIONS", path, headers=preflight)
     assert status == 405 and answer["code"] == ErrorCode.METHOD_NOT_ALLOWED
     assert not [name for name in headers if name.startswith("access-control-")]
+    await bystander.check()
+
+
+async def test_105_parallel_unauthenticated_create_sessions_meet_429(
+    server: FastportServer, bystander: Bystander
+) -> None:
+    # The original fastPort's tests/test_security.js: 105 parallel calls, at least one 429.
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"admin:wrong").decode()}
+    body = {"sessionName": "brute", "password": "pw"}
+    answers = await asyncio.gather(
+        *(http(server.port, "POST", "/api/createSession", body, headers=wrong if i % 2 else None) for i in range(105))
+    )
+    statuses = [status for status, _, _ in answers]
+    assert set(statuses) == {401, 429} and statuses.count(401) == 20, statuses
+    throttled = [(headers, answer) for status, headers, answer in answers if status == 429]
+    assert all(int(headers["retry-after"]) >= 1 for headers, _ in throttled)
+    assert all(answer["code"] == ErrorCode.AUTH_THROTTLED for _, answer in throttled)
+    assert server.counters.rest_auth_throttled == 85 and server.counters.rest_auth_delayed == 15
+    assert server.broker.sessions.get("brute") is None
+    assert (await http(server.port, "GET", "/health"))[0] == 200  # the broker survives
+    await bystander.check()
+
+
+async def test_a_throttled_address_is_refused_even_with_the_right_credential(
+    server: FastportServer, admin_headers: dict[str, str], bystander: Bystander
+) -> None:
+    wrong = {"Authorization": "Bearer wrong-token-wrong-token"}
+    body = {"sessionName": "late", "password": "pw"}
+    await asyncio.gather(*(http(server.port, "POST", "/api/createSession", body, headers=wrong) for _ in range(20)))
+    status, headers, answer = await http(server.port, "POST", "/api/createSession", body, headers=admin_headers)
+    assert status == 429 and 1 <= int(headers["retry-after"]) <= 60, answer
+    assert server.broker.sessions.get("late") is None
+    status, _, _ = await http(server.port, "GET", "/metrics", headers=admin_headers)
+    assert status == 429  # /metrics checks the admin credential too
+    await bystander.check()
+
+
+async def test_session_owner_guesses_are_throttled(
+    server: FastportServer, bystander: Bystander, attacker: dict[str, Any]
+) -> None:
+    guess = {"sessionName": "victim", "password": "guess", "secretKey": attacker["secretKey"]}
+    answers = await asyncio.gather(*(http(server.port, "POST", "/api/dropSession", guess) for _ in range(30)))
+    statuses = [status for status, _, _ in answers]
+    assert statuses.count(400) == 20 and statuses.count(429) == 10, statuses
+    assert server.counters.owner_auth_failures == 20
+    assert server.broker.sessions.get("victim") is not None
+    await bystander.check()
+
+
+async def test_refused_credentials_are_logged_without_the_credential(
+    server: FastportServer, bystander: Bystander, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "Sup3rS3cretGuess"
+    wrong = {"Authorization": "Basic " + base64.b64encode(f"admin:{secret}".encode()).decode()}
+    with caplog.at_level(logging.WARNING, logger="fastport.http"):
+        await asyncio.gather(
+            *(
+                http(server.port, "POST", "/api/createSession", {"sessionName": "x", "password": "y"}, headers=wrong)
+                for _ in range(15)
+            )
+        )
+    lines = [r.getMessage() for r in caplog.records if "refused admin credential" in r.getMessage()]
+    assert len(lines) == 10 and "127.0.0.1" in lines[0]  # one line per failure, at most 10 per 10 s
+    assert not [r for r in caplog.records if secret in r.getMessage() or wrong["Authorization"] in r.getMessage()]
     await bystander.check()
