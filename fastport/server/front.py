@@ -7,6 +7,11 @@ handed, with the bytes read so far, to a picows ``WSProtocol`` built exactly as
 connection is pure picows with no per-frame cost here. Any other request is parsed
 with httptools (the head, then exactly ``Content-Length`` body bytes, so pipelined
 requests stay intact) and answered by ``RestApi``; keep-alive is honoured.
+
+A request refused before it is read (413, 431, 400, 408) gets a lingering close: the answer is
+sent, the write side shut down, and whatever the client still sends is read and discarded for
+at most ``LINGER_TIMEOUT_S`` and ``LINGER_MAX_BYTES`` (or until its EOF) before the socket is
+closed, so the client reads the answer instead of a reset.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ _PICOWS_LOGGER: Final = logging.LoggerAdapter(picows_logger, {})
 MAX_HEAD_SIZE: Final = 16 * 1024
 KEEP_ALIVE_TIMEOUT_S: Final = 30.0
 HEAD_END: Final = b"\r\n\r\n"
+#: Bounds of the lingering close after a refused request.
+LINGER_TIMEOUT_S: Final = 2.0
+LINGER_MAX_BYTES: Final = 16 << 20
 
 
 def make_ws_protocol(
@@ -107,6 +115,8 @@ class FrontProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._too_large: FrameTooLarge | None = None
         self._peer = ""
+        self._draining = False
+        self._drained = 0
 
     # ---------------------------------------------------------------- transport
 
@@ -122,6 +132,11 @@ class FrontProtocol(asyncio.Protocol):
         self._cancel_timer()
 
     def data_received(self, data: bytes) -> None:
+        if self._draining:
+            self._drained += len(data)
+            if self._drained >= LINGER_MAX_BYTES:
+                self._end_linger()
+            return
         self._buffer += data
         if not self._busy:
             self._process()
@@ -205,10 +220,37 @@ class FrontProtocol(asyncio.Protocol):
         self._transport.resume_reading()
         self._process()
 
+    def eof_received(self) -> bool | None:
+        if self._draining:
+            self._end_linger()
+        return None  # the transport closes itself
+
     def _fail(self, status: int, exc: ProtocolError) -> None:
         if self._transport is not None and not self._closed:
             self._counters.http_responses[status] += 1
             self._transport.write(error_response(exc, status).encode(keep_alive=False))
+            self._linger()
+            return
+        self._close()
+
+    def _linger(self) -> None:
+        """Half-close after the answer, then read and discard the rest of the request, bounded."""
+        transport = self._transport
+        assert transport is not None
+        self._closed = True
+        self._draining = True
+        self._drained = len(self._buffer)
+        self._buffer.clear()
+        self._cancel_timer()
+        if transport.can_write_eof():  # not over TLS: there the timeout and size bound end it
+            transport.write_eof()
+        transport.resume_reading()
+        self._timer = asyncio.get_running_loop().call_later(LINGER_TIMEOUT_S, self._end_linger)
+        if self._drained >= LINGER_MAX_BYTES:
+            self._end_linger()
+
+    def _end_linger(self) -> None:
+        self._draining = False
         self._close()
 
     def _close(self) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
+import socket
+import threading
 from typing import Any
 
 import pytest
@@ -352,4 +355,59 @@ async def test_refused_credentials_are_logged_without_the_credential(
     lines = [r.getMessage() for r in caplog.records if "refused admin credential" in r.getMessage()]
     assert len(lines) == 10 and "127.0.0.1" in lines[0]  # one line per failure, at most 10 per 10 s
     assert not [r for r in caplog.records if secret in r.getMessage() or wrong["Authorization"] in r.getMessage()]
+    await bystander.check()
+
+
+def _post_huge_body(port: int, size: int) -> bytes:
+    """Write a ``size``-byte body from a thread while this one reads the answer (blocking sockets)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = _request("POST", "/api/createSession", ["Content-Type: application/json", f"Content-Length: {size}"])
+
+    def write() -> None:
+        with contextlib.suppress(OSError):  # the server may stop reading once it has drained enough
+            sock.sendall(head + b"a" * size)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    received = bytearray()
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    finally:
+        writer.join()
+        sock.close()
+    return bytes(received)
+
+
+async def test_a_16_mib_body_reads_its_413(server: FastportServer, bystander: Bystander) -> None:
+    data = await asyncio.to_thread(_post_huge_body, server.port, 16 << 20)
+    status, answer = _status(data)
+    assert status == 413 and answer["code"] == ErrorCode.BODY_TOO_LARGE, data[:300]
+    assert answer["success"] is False and "too large" in answer["error"]
+    await bystander.check()
+
+
+async def _write_until_reset(writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            writer.write(b"x" * 4096)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+    except ConnectionError:
+        return
+
+
+async def test_the_lingering_close_is_bounded_in_time(server: FastportServer, bystander: Bystander) -> None:
+    # A client that declares a huge body and trickles it: answered, drained for 2 s, then closed.
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    loop = asyncio.get_running_loop()
+    try:
+        writer.write(_request("POST", "/api/createSession", ["Content-Length: 99999999"], b"a" * 1000))
+        started = loop.time()
+        data = await asyncio.wait_for(reader.read(), 5.0)
+        assert _status(data)[0] == 413  # the answer, then EOF: the write side is shut at once
+        await asyncio.wait_for(_write_until_reset(writer), 5.0)
+        assert 1.5 <= loop.time() - started < 5.0
+    finally:
+        writer.close()
     await bystander.check()
