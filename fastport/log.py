@@ -177,6 +177,24 @@ def configure(level: int, log_format: str = "text", stream: IO[str] | None = Non
     return handler
 
 
+def reopen_log_files() -> int:
+    """Close every file the root logger writes to; each reopens at its next line (after logrotate).
+
+    Returns:
+        How many files there were (0: fastport logs to stderr, which has nothing to reopen).
+    """
+    reopened = 0
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                handler.close()  # the next emit opens baseFilename again
+            finally:
+                handler.release()
+            reopened += 1
+    return reopened
+
+
 __all__ = [
     "CLIENT_CAUSED",
     "ClientCausedFilter",
@@ -184,4 +202,5 @@ __all__ = [
     "JsonFormatter",
     "configure",
     "install_client_caused_filter",
+    "reopen_log_files",
 ]

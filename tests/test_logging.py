@@ -10,7 +10,7 @@ from pathlib import Path
 from fastport_client_helpers import ADMIN_PASS, ADMIN_USER, WSClient, basic, http
 
 from fastport.config import ServerConfig
-from fastport.log import ConnectionLogger, configure
+from fastport.log import ConnectionLogger, configure, reopen_log_files
 from fastport.server.app import FastportServer
 
 
@@ -77,3 +77,21 @@ async def test_no_secret_or_payload_is_logged_at_debug(tmp_path: Path) -> None:
     assert text, "nothing was logged"
     for value in (password, secret, token, ADMIN_PASS, "wrong-admin-pass", data):
         assert value not in text, value
+
+
+def test_reopen_log_files_after_a_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "fastport.log"
+    handler = logging.FileHandler(path)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    log = logging.getLogger("fastport.server")
+    try:
+        log.warning("before")
+        path.rename(tmp_path / "fastport.log.1")  # what logrotate does before sending SIGHUP
+        assert reopen_log_files() >= 1
+        log.warning("after")
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    assert (tmp_path / "fastport.log.1").read_text() == "before\n"
+    assert path.read_text() == "after\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from typing import Final
 
 from picows import WSUpgradeRequest, WSUpgradeResponse, WSUpgradeResponseWithListener
@@ -20,7 +21,7 @@ from fastport.config import ServerConfig
 from fastport.engines.redis import RedisEngine
 from fastport.engines.sqlite import SqliteJournal, SqliteStore
 from fastport.errors import CloseCode
-from fastport.log import install_client_caused_filter
+from fastport.log import install_client_caused_filter, reopen_log_files
 from fastport.metrics import ServerCounters
 from fastport.server.admin import AdminAuth, load_or_create_token, token_path
 from fastport.server.front import FrontProtocol, make_ws_protocol
@@ -46,8 +47,11 @@ class FastportServer:
         server: asyncio.Server,
         admin_token: str,
         listeners: set[BrokerListener],
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
+        #: The one TLS context of the listening socket: ``reload`` loads a new pair into it.
+        self.ssl_context = ssl_context
         self.broker = broker
         self.admin_token = admin_token
         self._server = server
@@ -120,15 +124,16 @@ class FastportServer:
                 counters=counters,
             )
 
+        ssl_context = config.ssl_context()
         server = await loop.create_server(
             front_factory,
             config.host,
             config.port,
             reuse_address=True,
             reuse_port=config.reuse_port or None,
-            ssl=config.ssl_context(),
+            ssl=ssl_context,
         )
-        instance = cls(config, broker, server, token, live)
+        instance = cls(config, broker, server, token, live, ssl_context)
         instance.counters = counters
         if config.idle_timeout_s > 0:
             instance.idle_sweeper = IdleSweeper(loop, live, config.idle_timeout_s, config.ping_timeout_s)
@@ -149,6 +154,40 @@ class FastportServer:
             urls.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         return urls
 
+    def reload(self) -> bool:
+        """Load the TLS certificate and key again and reopen log files (SIGHUP); never stops the broker.
+
+        New handshakes present the new pair; established connections keep theirs. A pair that
+        does not load is logged as an error and the old one stays.
+
+        Returns:
+            False when the new pair was refused.
+        """
+        reopened = reopen_log_files()
+        ok = True
+        config, context = self.config, self.ssl_context
+        if context is not None and config.tls_cert is not None and config.tls_key is not None:
+            try:
+                # Try the pair on a scratch context first: a failed load can leave a context half changed.
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(config.tls_cert, config.tls_key)
+                context.load_cert_chain(config.tls_cert, config.tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                ok = False
+                logger.error(
+                    "reload: cannot load TLS certificate %s / key %s, keeping the old one: %s",
+                    config.tls_cert,
+                    config.tls_key,
+                    exc,
+                )
+        logger.info(
+            "reloaded: %s, %s",
+            ("TLS certificate " + str(config.tls_cert) if ok else "old TLS certificate kept")
+            if context is not None
+            else "no TLS",
+            f"{reopened} log file(s) reopened" if reopened else "logging to stderr",
+        )
+        return ok
+
     async def close(self) -> None:
         """Stop accepting, close every WebSocket with 1001 and stop the broker."""
         self._server.close()
@@ -167,13 +206,23 @@ class FastportServer:
 
 
 async def serve(config: ServerConfig) -> None:
-    """Run the broker until SIGINT or SIGTERM, then shut down gracefully."""
+    """Run the broker until SIGINT or SIGTERM, then shut down gracefully; SIGHUP reloads (``FastportServer.reload``)."""
     # Handlers first: a signal that arrives while starting still means a clean shutdown.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    started: list[FastportServer] = []
+
+    def hangup() -> None:
+        if started:
+            started[0].reload()
+        else:
+            logger.info("SIGHUP while starting: the certificate and key are being loaded anyway")
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     server = await FastportServer.start(config)
+    started.append(server)
     logger.info(
         "fastport listening on %s (%s), hot path: %s (%s)",
         ", ".join(server.urls),
