@@ -30,7 +30,7 @@ TEXT = st.text(CHARS, max_size=24)
 SHORT = st.text(CHARS, max_size=8)
 IDS = st.text(CHARS, min_size=1, max_size=40)
 QOS = st.sampled_from([0, 1])
-TIMESTAMPS = st.none() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False)
+TIMESTAMPS = st.none() | st.integers(-(2**53 - 1), 2**53 - 1) | st.floats(-(2**53 - 1), 2**53 - 1, allow_nan=False)
 CLIENT_IDS = st.from_regex(codec.CLIENT_ID_RE, fullmatch=True)
 
 wills = st.builds(f.Will, topic=TEXT, data=TEXT, hash=st.none() | SHORT, qos=QOS, retain=st.booleans())

@@ -43,6 +43,9 @@ MAX_ID_LENGTH: Final = 256
 MAX_NAME_LENGTH: Final = 256
 MAX_PASSWORD_LENGTH: Final = 1024
 CLIENT_ID_RE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+#: The largest integer JavaScript and Dart clients represent exactly (``Number.MAX_SAFE_INTEGER``): every
+#: number of a client frame, integral or not, must lie within ±this.
+MAX_SAFE_INTEGER: Final = (1 << 53) - 1
 
 
 def _field(obj: dict[str, Any], name: str, *, max_length: int | None = None) -> str:
@@ -72,6 +75,34 @@ def _non_empty(value: str, name: str) -> str:
 
 def _invalid(name: str, what: str) -> ProtocolError:
     return ProtocolError(f"field {name} must be {what}", code=ErrorCode.INVALID_FIELD, field=name)
+
+
+def _unsafe(name: str) -> ProtocolError:
+    if len(name) > MAX_NAME_LENGTH:  # a path built from the client's own keys: bounded before it is echoed
+        name = name[: MAX_NAME_LENGTH - 3] + "..."
+    return _invalid(name, f"a number from -{MAX_SAFE_INTEGER} to {MAX_SAFE_INTEGER} (2^53 - 1)")
+
+
+def _check_numbers(obj: dict[str, Any]) -> None:
+    """Refuse a number outside ±``MAX_SAFE_INTEGER`` anywhere in ``obj`` (``field``: its path, ``a.b[0]``)."""
+    nested: list[tuple[str, Any]] = []
+    for name, value in obj.items():
+        kind = type(value)
+        if kind is int or kind is float:
+            if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+                raise _unsafe(name)
+        elif kind is dict or kind is list:
+            nested.append((name, value))
+    while nested:  # a loop, not recursion: objects may nest as deep as the parser allows
+        path, container = nested.pop()
+        is_dict = type(container) is dict
+        for key, value in container.items() if is_dict else enumerate(container):
+            kind = type(value)
+            if kind is int or kind is float:
+                if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+                    raise _unsafe(f"{path}.{key}" if is_dict else f"{path}[{key}]")
+            elif kind is dict or kind is list:
+                nested.append((f"{path}.{key}" if is_dict else f"{path}[{key}]", value))
 
 
 def _qos(obj: dict[str, Any], name: str = "qos") -> int:
@@ -212,25 +243,30 @@ def frame_of(obj: dict[str, Any], payload: bytes) -> ClientFrame:
     """The typed frame of a parsed object (``payload`` is its raw text, kept by file frames).
 
     Raises:
-        ProtocolError: unknown ``type``, or a missing or wrong-typed field (``field`` names it).
+        ProtocolError: unknown ``type``, a missing or wrong-typed field, or a number anywhere in the
+            object (nested ones too) outside ±``MAX_SAFE_INTEGER`` (``field`` names it).
     """
     frame_type = obj.get("type")
     decoder = _DECODERS.get(frame_type) if isinstance(frame_type, str) else None
     if decoder is None:
         raise ProtocolError("Unknown message type", code=ErrorCode.UNKNOWN_TYPE, field="type")
+    _check_numbers(obj)
     return decoder(obj, payload)
 
 
 def ack_message_id(obj: dict[str, Any]) -> str | None:
     """The ``messageId`` of a well-formed ``ack`` object, else None (the typed path then answers it).
 
-    Acks are one frame per delivery: this lets the broker handle them without building a frame.
+    Acks are one frame per delivery: this lets the broker handle them without building a frame. An
+    ack with any other field takes the typed path, which checks it (its numbers, for one).
     """
     if obj.get("type") != frames.ACK:
         return None
     message_id = obj.get("messageId")
     topic = obj.get("topic")
     if type(message_id) is not str or len(message_id) > MAX_ID_LENGTH or not (topic is None or type(topic) is str):
+        return None
+    if len(obj) != (2 if topic is None else 3):
         return None
     return message_id
 
