@@ -168,6 +168,37 @@ async def test_owner_operations_refuse_bad_credentials(
         assert status == 400 and response["field"] == missing
 
 
+async def test_the_admin_credential_alone_drops_and_suspends(
+    make_session: SessionFactory, connect: ClientFactory, server: FastportServer, admin_headers: dict[str, str]
+) -> None:
+    session = await make_session()
+    name = session["sessionName"]
+    # The admin credential and no session credential: allowed (a tenant whose secretKey is lost can be removed).
+    status, _, body = await http(
+        server.port, "POST", "/api/suspendSession", {"sessionName": name, "suspend": True}, headers=admin_headers
+    )
+    assert (status, body) == (200, {"success": True, "suspended": True})
+    assert (await (await connect()).init(name, "pw"))["error"] == "Session is suspended"
+    # Session credentials, when given, are checked, admin header or not: wrong ones are refused.
+    wrong = {"sessionName": name, "password": "wrong", "secretKey": session["secretKey"]}
+    status, _, body = await http(server.port, "POST", "/api/dropSession", wrong, headers=admin_headers)
+    assert status == 400 and body["code"] == ErrorCode.INVALID_CREDENTIALS
+    # A wrong admin credential and no session credential: 401, nothing dropped.
+    status, _, body = await http(
+        server.port, "POST", "/api/dropSession", {"sessionName": name}, headers=basic("x", "y")
+    )
+    assert status == 401 and server.broker.stats()["sessions"] == 1
+    # Neither credential: the owner's fields are required, as before.
+    status, _, body = await http(server.port, "POST", "/api/dropSession", {"sessionName": name})
+    assert status == 400 and body["field"] == "password"
+    # The admin credential alone drops it; an unknown name is "Session not found".
+    status, _, body = await http(server.port, "POST", "/api/dropSession", {"sessionName": name}, headers=admin_headers)
+    assert (status, body) == (200, {"success": True})
+    assert server.broker.stats()["sessions"] == 0
+    status, _, body = await http(server.port, "POST", "/api/dropSession", {"sessionName": name}, headers=admin_headers)
+    assert status == 400 and body["code"] == ErrorCode.SESSION_NOT_FOUND
+
+
 async def test_suspend_and_resume(make_session: SessionFactory, connect: ClientFactory, server: FastportServer) -> None:
     session = await make_session()
     connected = await connect(session)

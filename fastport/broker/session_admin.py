@@ -70,15 +70,28 @@ class SessionAdmin:
         return session, secret_key
 
     async def drop(self, name: str, password: str, secret_key: str) -> None:
-        """Drop a session: close its sockets (close code 4001) and forget all of its state."""
-        session = await self._sessions.authorize_owner(name, password, secret_key)
-        self._drop(session, CloseCode.SESSION_DROPPED, "session dropped")
-        await self._cluster.drop_session(name)
-        logger.info("session %r dropped", name)
+        """Drop a session on its owner's credentials: close its sockets (4001) and forget all of its state."""
+        await self._drop_everywhere(await self._sessions.authorize_owner(name, password, secret_key))
+
+    async def drop_as_admin(self, name: str) -> None:
+        """Drop a session on the admin credential (the caller checked it), without its own credentials."""
+        await self._drop_everywhere(await self._sessions.existing(name))
 
     async def suspend(self, name: str, password: str, secret_key: str, suspend: bool) -> None:
-        """Suspend (no new ``init``, no publish) or resume a session; connected sockets stay."""
-        session = await self._sessions.authorize_owner(name, password, secret_key)
+        """Suspend (no new ``init``, no publish) or resume a session on its owner's credentials; sockets stay."""
+        await self._suspend(await self._sessions.authorize_owner(name, password, secret_key), suspend)
+
+    async def suspend_as_admin(self, name: str, suspend: bool) -> None:
+        """Suspend or resume a session on the admin credential (the caller checked it)."""
+        await self._suspend(await self._sessions.existing(name), suspend)
+
+    async def _drop_everywhere(self, session: Session) -> None:
+        self._drop(session, CloseCode.SESSION_DROPPED, "session dropped")
+        await self._cluster.drop_session(session.name)
+        logger.info("session %r dropped", session.name)
+
+    async def _suspend(self, session: Session, suspend: bool) -> None:
+        name = session.name
         session.suspended = suspend
         self._journal.session_suspended(session)
         await self._cluster.set_suspended(name, suspend)

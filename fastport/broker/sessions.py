@@ -209,6 +209,17 @@ class SessionRegistry:
             raise SessionError("Session not found", code=ErrorCode.SESSION_NOT_FOUND)
         return session
 
+    async def existing(self, name: str) -> Session:
+        """The live session called ``name``, for an operation the admin credential authorized.
+
+        Raises:
+            SessionError: ``Session not found``.
+        """
+        session = await self._find(name)
+        if session is None or session.dropped:
+            raise SessionError("Session not found", code=ErrorCode.SESSION_NOT_FOUND)
+        return session
+
     async def _find(self, name: str) -> Session | None:
         """The session called ``name``: local, or made on another node (then kept here)."""
         session = self._sessions.get(name)

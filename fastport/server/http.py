@@ -126,6 +126,13 @@ def _string_fields(body: dict[str, Any], names: tuple[str, ...], missing_error: 
     return values
 
 
+def _suspend_flag(body: dict[str, Any]) -> bool:
+    suspend = body.get("suspend")
+    if not isinstance(suspend, bool):
+        raise ProtocolError("suspend must be true or false", code=ErrorCode.INVALID_FIELD, field="suspend")
+    return suspend
+
+
 _OWNER_FIELDS: Final = ("sessionName", "password", "secretKey")
 _OWNER_MISSING: Final = "sessionName, password and secretKey are required"
 _ADMIN_CODES: Final = frozenset({ErrorCode.ADMIN_AUTH_MISSING, ErrorCode.ADMIN_AUTH_INVALID})
@@ -260,24 +267,43 @@ class RestApi:
             },
         )
 
+    def _as_admin(self, request: Request, body: dict[str, Any]) -> bool:
+        """Whether a drop/suspend is the admin's: no session credential in ``body``, and an admin credential
+        (checked here: a wrong one raises ``AuthError``). Session credentials, when given, are always checked."""
+        if "password" in body or "secretKey" in body:
+            return False
+        authorization = request.headers.get("authorization")
+        if authorization is None:
+            return False
+        self._admin.check(authorization)
+        return True
+
     async def drop_session(self, request: Request) -> Response:
-        """``POST /api/dropSession`` (the session's own password and secret key)."""
-        name, password, secret_key = _string_fields(_json_object(request), _OWNER_FIELDS, _OWNER_MISSING)
+        """``POST /api/dropSession``: the session's own password and secret key, or the admin credential alone."""
+        body = _json_object(request)
         try:
-            await self._broker.admin.drop(name, password, secret_key)
+            if self._as_admin(request, body):
+                (name,) = _string_fields(body, ("sessionName",), "sessionName is required")
+                await self._broker.admin.drop_as_admin(name)
+            else:
+                name, password, secret_key = _string_fields(body, _OWNER_FIELDS, _OWNER_MISSING)
+                await self._broker.admin.drop(name, password, secret_key)
         except SessionError as exc:
             return error_response(exc, 400)
         return Response(200, {"success": True})
 
     async def suspend_session(self, request: Request) -> Response:
-        """``POST /api/suspendSession`` with ``suspend`` true or false."""
+        """``POST /api/suspendSession`` with ``suspend`` true or false (credentials as ``dropSession``)."""
         body = _json_object(request)
-        name, password, secret_key = _string_fields(body, _OWNER_FIELDS, _OWNER_MISSING)
-        suspend = body.get("suspend")
-        if not isinstance(suspend, bool):
-            raise ProtocolError("suspend must be true or false", code=ErrorCode.INVALID_FIELD, field="suspend")
         try:
-            await self._broker.admin.suspend(name, password, secret_key, suspend)
+            if self._as_admin(request, body):
+                (name,) = _string_fields(body, ("sessionName",), "sessionName is required")
+                suspend = _suspend_flag(body)
+                await self._broker.admin.suspend_as_admin(name, suspend)
+            else:
+                name, password, secret_key = _string_fields(body, _OWNER_FIELDS, _OWNER_MISSING)
+                suspend = _suspend_flag(body)
+                await self._broker.admin.suspend(name, password, secret_key, suspend)
         except SessionError as exc:
             return error_response(exc, 400)
         return Response(200, {"success": True, "suspended": suspend})
