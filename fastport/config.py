@@ -10,6 +10,7 @@ compatibility with the original fastPort broker.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 import re
@@ -132,6 +133,22 @@ def _parse_origins(text: str, name: str) -> tuple[str, ...]:
     return tuple(part.strip().lower().rstrip("/") for part in text.split(",") if part.strip())
 
 
+def _parse_networks(text: str, name: str) -> tuple[str, ...]:
+    entries = tuple(part.strip() for part in text.split(",") if part.strip())
+    _check_networks(entries, name)
+    return entries
+
+
+def _check_networks(entries: tuple[str, ...], name: str) -> None:
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be addresses or networks such as 10.0.0.0/8, 192.0.2.7 or ::1, got {entry!r}"
+            ) from None
+
+
 def _show_number(value: float) -> str:
     """``10``, ``0.05`` or ``50000``: a whole number without its ``.0``, never in exponent form."""
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
@@ -243,6 +260,9 @@ class ServerConfig:
         reuse_port: bind with ``SO_REUSEPORT`` (set for each worker).
         allowed_origins: ``Origin`` values allowed to upgrade (lowercase, no trailing ``/``);
             empty allows all. An upgrade without ``Origin`` (not a browser) is always allowed.
+        trusted_proxies: addresses or CIDR networks (``10.0.0.0/8``, ``::1``) of reverse proxies whose
+            ``Forwarded`` / ``X-Forwarded-For`` name the client (``server/client_address.py``);
+            empty trusts no one.
     """
 
     host: str = DEFAULT_HOST
@@ -263,6 +283,7 @@ class ServerConfig:
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     ping_timeout_s: float = DEFAULT_PING_TIMEOUT_S
     allowed_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
     limits: BrokerLimits = field(default_factory=BrokerLimits)
     store: str | None = None
     engine: str | None = None
@@ -307,6 +328,7 @@ class ServerConfig:
         for origin in self.allowed_origins:
             if not origin or origin != origin.strip().lower().rstrip("/") or "://" not in origin:
                 raise ConfigError(f"allowed origin must look like https://example.com, got {origin!r}")
+        _check_networks(self.trusted_proxies, "trusted-proxies")
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The server TLS context, or None for plain HTTP/WebSocket.
@@ -356,6 +378,7 @@ TEXT: Final = SettingKind(_parse_text)
 LOWERCASE: Final = SettingKind(_parse_lowercase)
 PATH: Final = SettingKind(_parse_path, metavar="PATH")
 ORIGIN_LIST: Final = SettingKind(_parse_origins, ",".join, metavar="ORIGINS")
+NETWORK_LIST: Final = SettingKind(_parse_networks, ",".join, metavar="CIDRS")
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,6 +463,14 @@ SETTINGS: Final = (
         ORIGIN_LIST,
         "comma-separated Origin allow-list for upgrades",
         "any",
+    ),
+    Setting(
+        "trusted-proxies",
+        ServerConfig,
+        "trusted_proxies",
+        NETWORK_LIST,
+        "comma-separated proxy addresses/CIDRs whose Forwarded/X-Forwarded-For name the client",
+        "none",
     ),
     Setting(
         "tls-cert",

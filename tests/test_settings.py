@@ -125,6 +125,7 @@ def test_serve_help_lists_every_flag_with_its_default(capsys: pytest.CaptureFixt
             ("https://b.example", "https://c.example"),
         ),
         ("data-dir", "/srv/flag", "/srv/env", Path("/srv/flag"), Path("/srv/env")),
+        ("trusted-proxies", "10.0.0.0/8, ::1", "192.0.2.7", ("10.0.0.0/8", "::1"), ("192.0.2.7",)),
     ],
 )
 def test_a_flag_beats_the_environment_which_beats_the_default(
@@ -183,6 +184,8 @@ def test_the_settings_without_a_flag_come_from_the_environment() -> None:
         ([], {"FASTPORT_METRICS_OPEN": "maybe"}, "metrics-open must be 1 or 0, got 'maybe'"),
         (["--allowed-origins", "app.example"], {}, "allowed origin must look like https://example.com"),
         (["--data-dir", ""], {}, "data-dir must be a path, got ''"),
+        (["--trusted-proxies", "10.0.0.0/33"], {}, "trusted-proxies must be addresses or networks"),
+        ([], {"FASTPORT_TRUSTED_PROXIES": "10.0.0.1,nginx"}, "trusted-proxies must be addresses or networks"),
         (["--tls-key", "key.pem"], {}, "tls-cert and tls-key must be given together"),
         (["--log-format", "xml"], {}, "log-format must be one of text, json, got 'xml'"),
         (["--workers", "2"], {}, "--workers above 1 needs a shared engine"),

@@ -24,6 +24,7 @@ from fastport.errors import CloseCode
 from fastport.log import install_client_caused_filter, reopen_log_files
 from fastport.metrics import ServerCounters
 from fastport.server.admin import AdminAuth, load_or_create_token, token_path
+from fastport.server.client_address import parse_networks
 from fastport.server.front import FrontProtocol, make_ws_protocol
 from fastport.server.http import RestApi
 from fastport.server.idle import IdleSweeper
@@ -97,6 +98,7 @@ class FastportServer:
         live: set[BrokerListener] = set()
         shared = ListenerShared(broker, flusher, live, config.max_frame_size, counters)
         allowed_origins = frozenset(config.allowed_origins)
+        trusted_proxies = parse_networks(config.trusted_proxies)
 
         def ws_factory(remote: str) -> WSProtocol:
             def listener_factory(request: WSUpgradeRequest) -> BrokerListener | WSUpgradeResponseWithListener:
@@ -122,6 +124,7 @@ class FastportServer:
                 max_body_size=config.max_body_size,
                 head_timeout_s=config.http_head_timeout_s,
                 counters=counters,
+                trusted_proxies=trusted_proxies,
             )
 
         ssl_context = config.ssl_context()

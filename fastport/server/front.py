@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
 import httptools
@@ -27,6 +27,7 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]  # real class
 
 from fastport.errors import ErrorCode, FrameTooLarge, ProtocolError
 from fastport.metrics import ServerCounters
+from fastport.server.client_address import Network, client_address
 from fastport.server.http import Request, RestApi, error_response
 
 logger = logging.getLogger("fastport.http")
@@ -76,6 +77,16 @@ def make_ws_protocol(
     )
 
 
+def _head_header(head: bytes, name: bytes) -> str | None:
+    """Every ``name`` header of a raw request head, joined with commas; None if it has none."""
+    values = [
+        value.strip().decode("latin-1")
+        for key, _, value in (line.partition(b":") for line in head.split(b"\r\n")[1:])
+        if key.strip().lower() == name
+    ]
+    return ", ".join(values) if values else None
+
+
 def _is_websocket_upgrade(head: bytes) -> bool:
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
@@ -95,8 +106,10 @@ class FrontProtocol(asyncio.Protocol):
         max_body_size: int,
         head_timeout_s: float,
         counters: ServerCounters | None = None,
+        trusted_proxies: Sequence[Network] = (),
     ) -> None:
         self._api = api
+        self._trusted_proxies = trusted_proxies
         self._counters = ServerCounters() if counters is None else counters
         self._ws_factory = ws_factory
         self._max_body_size = max_body_size
@@ -169,7 +182,7 @@ class FrontProtocol(asyncio.Protocol):
             return False
         head = bytes(self._buffer[: end + len(HEAD_END)])
         if _is_websocket_upgrade(head):
-            self._upgrade()
+            self._upgrade(head)
             return False
         del self._buffer[: end + len(HEAD_END)]
         self._request = Request(method="", path="", headers={}, peer=self._peer)
@@ -276,6 +289,11 @@ class FrontProtocol(asyncio.Protocol):
         request = self._request
         assert request is not None
         request.method = self._parser.get_method().decode("latin-1")
+        if self._trusted_proxies:
+            headers = request.headers
+            request.peer = client_address(
+                self._peer, headers.get("x-forwarded-for"), headers.get("forwarded"), self._trusted_proxies
+            )
         # Asked here: llhttp resets its keep-alive flag once the message is complete.
         self._keep_alive = bool(self._parser.should_keep_alive())
         length = request.headers.get("content-length")
@@ -310,14 +328,29 @@ class FrontProtocol(asyncio.Protocol):
 
     # ---------------------------------------------------------------- upgrade
 
-    def _upgrade(self) -> None:
-        """Hand the connection, and every byte read so far, to a picows WSProtocol."""
+    def _upgrade(self, head: bytes) -> None:
+        """Hand the connection, and every byte read so far, to a picows WSProtocol.
+
+        The broker is given the client's address (behind a trusted proxy: the forwarded one) and the TCP
+        peer's port.
+        """
         self._cancel_timer()
         self._counters.ws_upgrades += 1
         transport = self._transport
         assert transport is not None
         peer = transport.get_extra_info("peername")
-        ws = self._ws_factory(f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "")
+        remote = ""
+        if isinstance(peer, tuple):
+            address = str(peer[0])
+            if self._trusted_proxies:
+                address = client_address(
+                    address,
+                    _head_header(head, b"x-forwarded-for"),
+                    _head_header(head, b"forwarded"),
+                    self._trusted_proxies,
+                )
+            remote = f"{address}:{peer[1]}"
+        ws = self._ws_factory(remote)
         transport.set_protocol(ws)
         ws.connection_made(transport)
         data = memoryview(bytes(self._buffer))
