@@ -3,7 +3,8 @@
 Loggers are ``fastport.server``, ``fastport.broker``, ``fastport.delivery``,
 ``fastport.http`` and ``fastport.client``. Records may carry ``connection`` (the
 connection id) and ``session`` (the session name) as extras, added by
-``ConnectionLogger``; the JSON format puts them in their own keys. Nothing here logs
+``ConnectionLogger`` or by ``extra=Connection.log_context()`` (the broker's lines about a
+connection); the JSON format puts them in their own keys, ``session`` null before ``init``. Nothing here logs
 payloads, passwords or keys: callers never pass them.
 
 What a client can make picows log (a frame its parser refuses: oversize, bad opcode,
@@ -127,6 +128,8 @@ class JsonFormatter(logging.Formatter):
             value = record.__dict__.get(name)
             if value is not None:
                 entry[name] = value
+        if "connection" in entry:
+            entry.setdefault("session", None)  # a line about a connection says so before its init, too
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:

@@ -7,7 +7,8 @@ being checked are queued (bounded) and handled, in order, once ``init`` is answe
 so a client that pipelines ``subscribe`` right after ``init`` works.
 
 The broker talks to the transport only through ``Sink``; ``Connection.reject`` answers a refused
-frame with its error frame and ``Connection.close`` ends the connection, both logged.
+frame with its error frame and ``Connection.close`` ends the connection, both logged with
+``Connection.log_context`` (the ``connection`` and ``session`` fields of a JSON line).
 """
 
 from __future__ import annotations
@@ -112,18 +113,26 @@ class Connection:
             extra: more fields of the answer (``messageId``, ``topic``...).
         """
         if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("connection #%d: %s", self.id, exc.error)
+            logger.debug("connection #%d: %s", self.id, exc.error, extra=self.log_context())
         self.sink.send(codec.encode_error(exc, response_type, **extra))
 
     def close(self, code: int, reason: str) -> None:
         """Close the connection with ``code`` and ``reason`` (logged)."""
-        logger.info("closing connection #%d: %d %s", self.id, code, reason)
+        logger.info("closing connection #%d: %d %s", self.id, code, reason, extra=self.log_context())
         self.sink.close(code, reason)
 
     def close_for(self, exc: FastportError) -> None:
         """Close the connection for an error that ends it: its ``close_code``, its ``error`` as the reason."""
         assert exc.close_code is not None
         self.close(exc.close_code, exc.error)
+
+    def log_context(self) -> dict[str, Any]:
+        """The ``extra=`` of a log line about this connection: its id and its session's name (None before init).
+
+        Built only when a line is logged (error and lifecycle paths), never per frame.
+        """
+        session = self.session
+        return {"connection": self.id, "session": session.name if session is not None else None}
 
     def __repr__(self) -> str:
         session = self.session.name if self.session is not None else None

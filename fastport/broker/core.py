@@ -149,7 +149,7 @@ class Broker:
     def slow_consumer(self, conn: Connection) -> None:
         """``conn`` stayed over its outbound buffer limit too long: count it (the transport cuts it off, 4007)."""
         self.counters.slow_consumer_closes += 1
-        logger.warning("closing connection #%d: slow consumer", conn.id)
+        logger.warning("closing connection #%d: slow consumer", conn.id, extra=conn.log_context())
 
     def receive(self, conn: Connection, payload: bytes) -> None:
         """Handle one complete text frame from ``conn``."""
@@ -179,7 +179,7 @@ class Broker:
         except FastportError as exc:
             conn.reject(exc)
         except Exception:
-            logger.exception("internal error handling a frame of connection #%d", conn.id)
+            logger.exception("internal error handling a frame of connection #%d", conn.id, extra=conn.log_context())
             conn.sink.send(codec.encode_error(_INTERNAL))
 
     def receive_binary(self, conn: Connection, payload: bytes) -> None:
@@ -314,7 +314,7 @@ class Broker:
         if previous is not None:
             previous.subscriber = None
             subscriber.connection = None
-            previous.sink.close(CloseCode.CLIENT_TAKEN_OVER, "client taken over on another node")
+            previous.close(CloseCode.CLIENT_TAKEN_OVER, "client taken over on another node")
         self.subscribers.release(subscriber, handed_over=True)
         logger.info("session %r: durable client %r handed over to another node", session_name, client_id)
         return state

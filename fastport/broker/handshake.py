@@ -101,7 +101,11 @@ class Handshake:
             return
         self._counters.init_timeouts += 1
         logger.info(
-            "closing connection #%d from %s: no init within %g s", conn.id, conn.remote, self._limits.init_timeout_s
+            "closing connection #%d from %s: no init within %g s",
+            conn.id,
+            conn.remote,
+            self._limits.init_timeout_s,
+            extra=conn.log_context(),
         )
         conn.sink.close(CloseCode.INIT_TIMEOUT, "init timeout")
 
@@ -170,12 +174,14 @@ class Handshake:
         except FastportError as exc:
             if conn.state is ConnState.AUTHENTICATING:
                 conn.state = ConnState.AWAIT_INIT
-                logger.info("connection #%d: init refused: %s", conn.id, exc.error)
+                logger.info(
+                    "connection #%d: init of session %r refused: %s", conn.id, name, exc.error, extra=conn.log_context()
+                )
                 conn.reject(exc, "init_response")
                 if exc.close_code is not None:
                     conn.close_for(exc)
         except Exception:
-            logger.exception("init of connection #%d failed", conn.id)
+            logger.exception("init of connection #%d failed", conn.id, extra=conn.log_context())
             if conn.state is ConnState.AUTHENTICATING:
                 conn.state = ConnState.AWAIT_INIT
                 conn.reject(_INTERNAL, "init_response")
@@ -214,10 +220,17 @@ class Handshake:
         if subscriber is not None:
             previous = subscriber.connection
             if previous is not None:
-                logger.info("session %r: client %r taken over by connection #%d", session.name, client_id, conn.id)
+                logger.info(
+                    "session %r: client %r of connection #%d taken over by connection #%d",
+                    session.name,
+                    client_id,
+                    previous.id,
+                    conn.id,
+                    extra=conn.log_context(),
+                )
                 previous.subscriber = None
                 subscribers.detach(subscriber)
-                previous.sink.close(CloseCode.CLIENT_TAKEN_OVER, "client taken over by a new connection")
+                previous.close(CloseCode.CLIENT_TAKEN_OVER, "client taken over by a new connection")
             if not (subscriber.durable and frame.durable) or subscriber.released:
                 subscribers.release(subscriber)
                 subscriber = None

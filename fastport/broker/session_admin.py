@@ -139,7 +139,7 @@ class SessionAdmin:
             self._scheduler.cancel(session.expiry_handle)
         for conn in list(session.connections):
             self._disconnect(conn)
-            conn.sink.close(code, reason)
+            conn.close(code, reason)
         session.connections.clear()
         self._subscribers.forget_session(session)
         session.dedupe.clear()
