@@ -250,6 +250,8 @@ class ServerConfig:
         ws_handshake_timeout_s: picows's own bound on its part of the upgrade.
         log_format: ``text`` or ``json`` (one JSON object per line).
         metrics_open: serve ``GET /metrics`` without the admin credential.
+        admin_session: at startup, create the session ``admin_session`` with ``ADMIN_PASS`` as its password
+            (the original fastPort's convention for its test suites and portal), unless it exists.
         idle_timeout_s: ping a WebSocket peer silent for this long (0: never).
         ping_timeout_s: close (1001) a peer that has not answered a ping within this.
         limits: per-connection and per-session limits of the broker.
@@ -280,6 +282,7 @@ class ServerConfig:
     ws_handshake_timeout_s: float = 5.0
     log_format: str = "text"
     metrics_open: bool = False
+    admin_session: bool = False
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     ping_timeout_s: float = DEFAULT_PING_TIMEOUT_S
     allowed_origins: tuple[str, ...] = ()
@@ -304,6 +307,8 @@ class ServerConfig:
             raise ConfigError(f"log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if (self.admin_user is None) != (self.admin_pass is None):
             raise ConfigError("ADMIN_USER and ADMIN_PASS must be set together")
+        if self.admin_session and self.admin_pass is None:
+            raise ConfigError("admin-session needs ADMIN_USER and ADMIN_PASS (its password is ADMIN_PASS)")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls-cert and tls-key must be given together")
         if self.admin_token is not None and len(self.admin_token) < 16:
@@ -444,6 +449,13 @@ SETTINGS: Final = (
         f"one of {', '.join(LOG_FORMATS)}; json writes one object per line",
     ),
     Setting("metrics-open", ServerConfig, "metrics_open", SWITCH, "serve /metrics without the admin credential"),
+    Setting(
+        "admin-session",
+        ServerConfig,
+        "admin_session",
+        SWITCH,
+        "create the session admin_session with ADMIN_PASS as its password (the original's convention)",
+    ),
     Setting(
         "handshake-timeout",
         ServerConfig,

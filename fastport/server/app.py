@@ -17,10 +17,10 @@ from fastport.broker.cluster import ClusterLink, NullClusterLink
 from fastport.broker.core import Broker
 from fastport.broker.journal import Journal, NullJournal
 from fastport.broker.recovery import restore
-from fastport.config import ServerConfig
+from fastport.config import ServerConfig, SessionSettings
 from fastport.engines.redis import RedisEngine
 from fastport.engines.sqlite import SqliteJournal, SqliteStore
-from fastport.errors import CloseCode
+from fastport.errors import CloseCode, ErrorCode, SessionError
 from fastport.log import install_client_caused_filter, reopen_log_files
 from fastport.metrics import ServerCounters
 from fastport.server.admin import AdminAuth, load_or_create_token, token_path
@@ -33,6 +33,8 @@ from fastport.server.ws import BrokerListener, ListenerShared
 logger = logging.getLogger("fastport.server")
 
 SHUTDOWN_GRACE_S: Final = 3.0
+#: The session ``--admin-session`` creates (the original fastPort's name for it).
+ADMIN_SESSION: Final = "admin_session"
 
 
 class FastportServer:
@@ -92,6 +94,8 @@ class FastportServer:
                 report.retained,
             )
         await cluster.start(broker)
+        if config.admin_session:
+            await _ensure_admin_session(broker, config)
         counters = ServerCounters()
         api = RestApi(broker, admin, counters, metrics_open=config.metrics_open)
         flusher = Flusher(loop.call_soon)
@@ -206,6 +210,20 @@ class FastportServer:
             logger.warning("connections still open after %.0f s; exiting anyway", SHUTDOWN_GRACE_S)
         await self.broker.journal.close()
         await self.broker.cluster.close()
+
+
+async def _ensure_admin_session(broker: Broker, config: ServerConfig) -> None:
+    """Create ``admin_session`` (password ``ADMIN_PASS``) unless this node or another one already has it."""
+    assert config.admin_pass is not None
+    if broker.sessions.get(ADMIN_SESSION) is not None:
+        logger.info("session %r exists: kept as it is", ADMIN_SESSION)
+        return
+    try:
+        await broker.admin.create(ADMIN_SESSION, config.admin_pass, SessionSettings())
+    except SessionError as exc:
+        if exc.error_code != ErrorCode.SESSION_EXISTS:
+            raise
+        logger.info("session %r exists on another node: kept as it is", ADMIN_SESSION)
 
 
 async def serve(config: ServerConfig) -> None:
