@@ -1,7 +1,9 @@
 """Interop with the original clients' format: a Node.js peer (ws + built-in crypto, v1 envelope) and
 fastport.Client(envelope="v1") exchange messages both ways through a live broker, with acks.
 
-Needs ``node`` and ``npm``; ``ws@8`` is installed once into the system temp dir and reused.
+Needs ``node`` and the Node peer's dependency (``ws``, pinned in ``tests/client/node/package-lock.json``), which
+``.ci/run`` installs before the suite with ``npm ci --prefix tests/client/node``; nothing is downloaded while the
+tests run. Without them the test is skipped and says how to install them.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,35 +21,18 @@ from fastport_client_helpers import SessionFactory
 
 from fastport.server.app import FastportServer
 
-WS_VERSION = "8"
 SCRIPT = Path(__file__).parent / "node" / "interop.js"
 NODE = shutil.which("node")
-NPM = shutil.which("npm")
+NODE_MODULES = SCRIPT.parent / "node_modules"
 STEP_TIMEOUT_S = 10.0
 
-pytestmark = pytest.mark.skipif(NODE is None or NPM is None, reason="node and npm are needed for the interop test")
-
-
-@pytest.fixture(scope="session")
-def node_modules() -> Path:
-    """``node_modules`` holding ``ws@8``, cached in the temp dir across runs."""
-    cache = Path(tempfile.gettempdir()) / f"fastport-node-ws{WS_VERSION}"
-    modules = cache / "node_modules"
-    if (modules / "ws" / "package.json").exists():
-        return modules
-    staging = Path(tempfile.mkdtemp(prefix="fastport-node-ws-", dir=tempfile.gettempdir()))
-    assert NPM is not None
-    subprocess.run(
-        [NPM, "install", "--no-audit", "--no-fund", "--prefix", str(staging), f"ws@{WS_VERSION}"],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    try:
-        staging.rename(cache)  # atomic: a concurrent run that won the race keeps its copy
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-    return modules
+pytestmark = [
+    pytest.mark.skipif(NODE is None, reason="node is needed for the interop test"),
+    pytest.mark.skipif(
+        not (NODE_MODULES / "ws" / "package.json").exists(),
+        reason="the Node peer's dependencies are missing: npm ci --prefix tests/client/node (.ci/run does it)",
+    ),
+]
 
 
 async def read_event(process: asyncio.subprocess.Process, event: str) -> dict[str, Any]:
@@ -68,7 +51,7 @@ async def read_event(process: asyncio.subprocess.Process, event: str) -> dict[st
 
 
 async def test_node_v1_client_and_python_client_exchange_acked_messages(
-    server: FastportServer, make_session: SessionFactory, node_modules: Path
+    server: FastportServer, make_session: SessionFactory
 ) -> None:
     session = await make_session()
     assert NODE is not None
@@ -77,7 +60,7 @@ async def test_node_v1_client_and_python_client_exchange_acked_messages(
         await from_node.ready()
         env = {
             **os.environ,
-            "NODE_PATH": str(node_modules),
+            "NODE_PATH": str(NODE_MODULES),
             "FP_URL": f"ws://127.0.0.1:{server.port}",
             "FP_SESSION": session["sessionName"],
             "FP_PASSWORD": session["password"],
