@@ -277,9 +277,6 @@ class Client:
         self.session_name = session_name
         self.client_id = client_id
         self.durable = durable
-        self.envelope: EnvelopeVersion = envelope
-        self.retry_interval_s = retry_interval_s
-        self.max_retries = max_retries
         self.reconnect = reconnect if reconnect is not None else ReconnectPolicy()
         self.request_timeout_s = request_timeout_s
         self.ping_interval_s = ping_interval_s
@@ -314,6 +311,21 @@ class Client:
         return f"Client(url={self.url!r}, session_name={self.session_name!r}, state={self._state.value!r})"
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def envelope(self) -> EnvelopeVersion:
+        """The envelope version publishes are sealed with (``v1`` or ``v2``)."""
+        return self._protocol.envelope
+
+    @property
+    def retry_interval_s(self) -> float:
+        """Seconds before an unconfirmed publish is re-sent."""
+        return self._protocol.retry_interval_s
+
+    @property
+    def max_retries(self) -> int:
+        """Re-sends of an unconfirmed publish before ``AckTimeout``."""
+        return self._protocol.max_retries
 
     @property
     def state(self) -> ConnectionState:
