@@ -83,26 +83,27 @@ def _unsafe(name: str) -> ProtocolError:
     return _invalid(name, f"a number from -{MAX_SAFE_INTEGER} to {MAX_SAFE_INTEGER} (2^53 - 1)")
 
 
+def _field_path(path: str, key: object, in_dict: bool) -> str:
+    """The ``field`` of a value: ``name`` at the top, ``a.b`` in an object, ``a[0]`` in an array."""
+    if not path:
+        return str(key)
+    return f"{path}.{key}" if in_dict else f"{path}[{key}]"
+
+
 def _check_numbers(obj: dict[str, Any]) -> None:
     """Refuse a number outside ±``MAX_SAFE_INTEGER`` anywhere in ``obj`` (``field``: its path, ``a.b[0]``)."""
-    nested: list[tuple[str, Any]] = []
-    for name, value in obj.items():
-        kind = type(value)
-        if kind is int or kind is float:
-            if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-                raise _unsafe(name)
-        elif kind is dict or kind is list:
-            nested.append((name, value))
-    while nested:  # a loop, not recursion: objects may nest as deep as the parser allows
-        path, container = nested.pop()
-        is_dict = type(container) is dict
-        for key, value in container.items() if is_dict else enumerate(container):
+    pending: list[tuple[str, dict[str, Any] | list[Any]]] = [("", obj)]
+    while pending:  # a loop, not recursion: objects may nest as deep as the parser allows
+        path, container = pending.pop()
+        in_dict = isinstance(container, dict)
+        items = container.items() if isinstance(container, dict) else enumerate(container)
+        for key, value in items:
             kind = type(value)
             if kind is int or kind is float:
                 if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-                    raise _unsafe(f"{path}.{key}" if is_dict else f"{path}[{key}]")
+                    raise _unsafe(_field_path(path, key, in_dict))
             elif kind is dict or kind is list:
-                nested.append((f"{path}.{key}" if is_dict else f"{path}[{key}]", value))
+                pending.append((_field_path(path, key, in_dict), value))
 
 
 def _qos(obj: dict[str, Any], name: str = "qos") -> int:
